@@ -1,0 +1,42 @@
+# exportd — everything a developer or CI runs goes through these targets.
+# `make up` runs exportd; `make test` checks and tests it. Nothing hidden.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install up test check format clean
+
+# Creates .venv and installs exportd (editable) with its test tools.
+# Re-runs only when pyproject.toml changes.
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "exportd needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+# Runs exportd on this machine: embedded Postgres under ./.exportd unless
+# EXPORTD_DATABASE_URL is set.
+up: install
+	$(BIN)/exportd up
+
+# Lint, format and type checks first, then the whole test suite.
+test: install
+	$(MAKE) --no-print-directory check
+	$(BIN)/pytest
+
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) dist build .mypy_cache .ruff_cache

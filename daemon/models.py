@@ -1,0 +1,80 @@
+"""The job record as Python sees it: one frozen dataclass per table row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+
+class JobStatus(StrEnum):
+    """Mirror of the `exportd.job_status` enum (DESIGN §3 state machine)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE_STATUSES
+
+
+ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.IN_PROGRESS, JobStatus.CANCELLING})
+
+
+@dataclass(frozen=True)
+class Job:
+    """A row of `exportd.jobs`; field names are the column names."""
+
+    job_id: UUID
+    kind: str
+    owner_id: str | None
+    params: dict[str, Any]
+    status: JobStatus
+    priority: int
+    run: int
+    attempts: int
+    max_attempts: int
+    steps_completed: int
+    steps_total: int
+    current_step: str | None
+    progress_percentage: int
+    result: Any
+    error_message: str | None
+    idempotency_key: str | None
+    queue_job_id: int | None
+    package_path: str | None
+    package_size_bytes: int | None
+    package_sha256: str | None
+    package_expires_at: datetime | None
+    package_deleted_at: datetime | None
+    download_count: int
+    last_downloaded_at: datetime | None
+    scheduled_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    def __post_init__(self) -> None:
+        # psycopg hands the enum over as text; keep the typed value.
+        object.__setattr__(self, "status", JobStatus(self.status))
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What a caller supplies to create a job; the database fills the rest."""
+
+    kind: str
+    owner_id: str | None
+    params: dict[str, Any]
+    priority: int = 0
+    max_attempts: int = 3
+    idempotency_key: str | None = None
+    scheduled_at: datetime | None = None  # None: now

@@ -1,0 +1,80 @@
+"""Development tokens: `exportd token` signs what `web` verifies.
+
+Only HMAC (HS256) tokens can be minted here, with `EXPORTD_JWT_SECRET` or the
+secret `exportd up` generated in the data directory. Deployments using RS256
+or ES256 mint tokens with their identity provider instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+import jwt
+
+from daemon.config import MIN_HMAC_SECRET_BYTES, Settings
+from daemon.errors import ConfigError
+
+
+def load_secret(settings: Settings) -> str | None:
+    """The configured secret, else the one `up` keeps in the data directory."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    try:
+        secret = settings.secret_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError("EXPORTD_DATA_DIR", f"cannot read {settings.secret_file}: {exc.strerror}") from None
+    if len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
+        raise ConfigError("EXPORTD_DATA_DIR", f"{settings.secret_file} holds a secret that is too short")
+    return secret
+
+
+def ensure_secret(settings: Settings) -> str:
+    """Return the secret, generating and keeping one (mode 0600) on first use."""
+    secret = load_secret(settings)
+    if secret is not None:
+        return secret
+    path: Path = settings.secret_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def mint_token(
+    settings: Settings,
+    *,
+    subject: str,
+    admin: bool = False,
+    ttl_seconds: int = 3600,
+    now: float | None = None,
+) -> str:
+    """Sign a token with `sub`, `iat`, `exp` (and `iss`/`aud`/role when configured)."""
+    if settings.jwt_public_key_file is not None:
+        raise ConfigError(
+            "EXPORTD_JWT_PUBLIC_KEY_FILE",
+            "tokens for a public-key setup come from your identity provider, not `exportd token`",
+        )
+    secret = load_secret(settings)
+    if secret is None:
+        raise ConfigError("EXPORTD_JWT_SECRET", "not set (and no secret in the data directory yet; run `exportd up` once)")
+    if not subject:
+        raise ValueError("the subject must not be empty")
+    if ttl_seconds <= 0:
+        raise ValueError("the TTL must be positive")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, object] = {"sub": subject, "iat": issued, "exp": issued + ttl_seconds}
+    if admin:
+        claims[settings.jwt_role_claim] = "admin"
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    algorithm = settings.jwt_algorithms[0]
+    return jwt.encode(claims, secret, algorithm=algorithm)
