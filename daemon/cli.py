@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--sub", required=True, help="the subject (owner id)")
     token.add_argument("--admin", action="store_true", help="add the admin role claim")
-    token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
+    token.add_argument(
+        "--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (default 3600)"
+    )
     token.set_defaults(handler=cmd_token)
     return parser
 
@@ -75,7 +77,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         if args.status:
             print(f"{'version':<8} {'name':<32} {'state':<8} applied at")
             for state in migrator.status():
-                applied = state.applied_at.isoformat(timespec="seconds") if state.applied_at else "-"
+                applied = (
+                    state.applied_at.isoformat(timespec="seconds") if state.applied_at else "-"
+                )
                 print(f"{state.version:04d}     {state.name:<32} {state.state:<8} {applied}")
             pending_queue = migrator.pending_queue_migrations()
             print(f"procrastinate schema: {len(pending_queue)} pending migration(s)")

@@ -190,7 +190,9 @@ def _rate_limit(raw: Any) -> RateLimit | None:
         return None
     count, _, unit = text.partition("/")
     if unit not in RATE_PERIODS or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"must look like '60/minute' (per second, minute or hour) or 'off', got {raw!r}")
+        raise ValueError(
+            f"must look like '60/minute' (per second, minute or hour) or 'off', got {raw!r}"
+        )
     return RateLimit(int(count), RATE_PERIODS[unit])
 
 
@@ -290,7 +292,8 @@ def _check_jwt(values: dict[str, Any], *, explicit_algorithms: bool) -> None:
     key_file: Path | None = values.get("jwt_public_key_file")
     if values.get("jwt_secret") and key_file:
         raise ConfigError(
-            "EXPORTD_JWT_PUBLIC_KEY_FILE", "set either EXPORTD_JWT_SECRET or a public key file, not both"
+            "EXPORTD_JWT_PUBLIC_KEY_FILE",
+            "set either EXPORTD_JWT_SECRET or a public key file, not both",
         )
     if key_file is None:
         algorithms = values.get("jwt_algorithms", ("HS256",))

@@ -63,7 +63,8 @@ class RunningServer:
     pid: int
 
     def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@/{dbname}?host={quote(str(self.socket_dir), safe='/')}&port={self.port}"
+        host = quote(str(self.socket_dir), safe="/")
+        return f"postgresql://{SUPERUSER}@/{dbname}?host={host}&port={self.port}"
 
 
 class EmbeddedPostgres:
@@ -113,7 +114,9 @@ class EmbeddedPostgres:
             return
         self._started_here = False
         self.server = None
-        self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"], check=False)
+        self._run(
+            ["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"], check=False
+        )
 
     # -- steps -------------------------------------------------------------
 
@@ -233,9 +236,7 @@ class EmbeddedPostgres:
         self._exec(argv, as_user=self._run_as, check=check)
 
     def _exec(self, argv: list[str], *, as_user: str | None, check: bool = True) -> None:
-        env = {
-            key: value for key, value in os.environ.items() if not key.startswith(("PG", "LC_"))
-        }
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "LC_"))}
         env["LANG"] = "C"
         try:
             result = subprocess.run(

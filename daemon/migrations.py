@@ -76,7 +76,9 @@ def discover(directory: Path | None = None) -> list[Migration]:
         match = _FILE.match(path.name)
         if match is None:
             if path.suffix == ".sql":
-                raise MigrationError(f"{path.name}: not named NNNN_name.up.sql or NNNN_name.down.sql")
+                raise MigrationError(
+                    f"{path.name}: not named NNNN_name.up.sql or NNNN_name.down.sql"
+                )
             continue
         version, name, direction = int(match[1]), match[2], match[3]
         if names.setdefault(version, name) != name:
@@ -107,7 +109,11 @@ def _queue_sql(name: str) -> bytes:
 class Migrator:
     """Applies, rolls back and reports migrations over one autocommit connection."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], migrations: list[Migration] | None = None) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        migrations: list[Migration] | None = None,
+    ) -> None:
         if not conn.autocommit:
             raise ValueError("Migrator needs an autocommit connection (it manages transactions)")
         self.conn = conn
@@ -219,7 +225,9 @@ class Migrator:
                         self.conn.execute(migration.down_path.read_bytes())
                         self.conn.execute(Q["forget_migration"], {"version": version})
                 except psycopg.Error as exc:
-                    raise MigrationError(f"{migration.down_path.name}: {_first_line(exc)}") from None
+                    raise MigrationError(
+                        f"{migration.down_path.name}: {_first_line(exc)}"
+                    ) from None
                 ran.append(migration.label)
             return ran
 

@@ -53,7 +53,9 @@ async def _translated() -> AsyncIterator[None]:
         raise ConstraintViolation(f"value out of range ({exc.diag.constraint_name})") from None
 
 
-async def _fetch_one(conn: Connection, query: LiteralString, params: Mapping[str, Any]) -> Job | None:
+async def _fetch_one(
+    conn: Connection, query: LiteralString, params: Mapping[str, Any]
+) -> Job | None:
     async with _translated(), conn.cursor(row_factory=class_row(Job)) as cur:
         await cur.execute(query, params)
         return await cur.fetchone()
@@ -168,7 +170,6 @@ async def update_progress(
         )
         row = await cur.fetchone()
     return JobStatus(row[0]) if row else None
-
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,13 @@ def load_secret(settings: Settings) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ConfigError("EXPORTD_DATA_DIR", f"cannot read {settings.secret_file}: {exc.strerror}") from None
+        raise ConfigError(
+            "EXPORTD_DATA_DIR", f"cannot read {settings.secret_file}: {exc.strerror}"
+        ) from None
     if len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
-        raise ConfigError("EXPORTD_DATA_DIR", f"{settings.secret_file} holds a secret that is too short")
+        raise ConfigError(
+            "EXPORTD_DATA_DIR", f"{settings.secret_file} holds a secret that is too short"
+        )
     return secret
 
 
@@ -63,7 +67,10 @@ def mint_token(
         )
     secret = load_secret(settings)
     if secret is None:
-        raise ConfigError("EXPORTD_JWT_SECRET", "not set (and no secret in the data directory yet; run `exportd up` once)")
+        raise ConfigError(
+            "EXPORTD_JWT_SECRET",
+            "not set (and no secret in the data directory yet; run `exportd up` once)",
+        )
     if not subject:
         raise ValueError("the subject must not be empty")
     if ttl_seconds <= 0:

@@ -64,7 +64,7 @@ SNAPSHOT_QUERIES = {
 
 
 def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[Any]]:
-    return {name: conn.execute(query).fetchall() for name, query in SNAPSHOT_QUERIES.items()}  # type: ignore[call-overload]
+    return {name: conn.execute(query).fetchall() for name, query in SNAPSHOT_QUERIES.items()}
 
 
 def test_up_on_empty_database_creates_everything(empty_db_url: str) -> None:
@@ -102,10 +102,15 @@ def test_up_twice_is_a_no_op(empty_db_url: str) -> None:
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         Migrator(conn).upgrade()
         before = snapshot(conn)
-        applied = conn.execute("SELECT version, applied_at FROM exportd.schema_migrations").fetchall()
+        applied = conn.execute(
+            "SELECT version, applied_at FROM exportd.schema_migrations"
+        ).fetchall()
         assert Migrator(conn).upgrade() == []
         assert snapshot(conn) == before
-        assert conn.execute("SELECT version, applied_at FROM exportd.schema_migrations").fetchall() == applied
+        assert (
+            conn.execute("SELECT version, applied_at FROM exportd.schema_migrations").fetchall()
+            == applied
+        )
 
 
 def test_each_up_file_is_idempotent_on_its_own(empty_db_url: str) -> None:
@@ -185,7 +190,9 @@ def test_edited_migration_is_refused(empty_db_url: str, tmp_path: Path) -> None:
         Migrator(conn, discover(folder)).upgrade()
         target = folder / "0002_views.up.sql"
         target.write_text(target.read_text() + "\n-- an innocent edit\n")
-        with pytest.raises(MigrationError, match=r"0002_views\.up\.sql was edited after it was applied"):
+        with pytest.raises(
+            MigrationError, match=r"0002_views\.up\.sql was edited after it was applied"
+        ):
             Migrator(conn, discover(folder)).upgrade()
         states = {s.name: s.state for s in Migrator(conn, discover(folder)).status()}
         assert states["views"] == "changed"
@@ -194,7 +201,8 @@ def test_edited_migration_is_refused(empty_db_url: str, tmp_path: Path) -> None:
 def test_unknown_applied_migration_is_refused(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO exportd.schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')"
+            "INSERT INTO exportd.schema_migrations (version, name, checksum) "
+            "VALUES (999, 'future', 'x')"
         )
         with pytest.raises(MigrationError, match="0999_future, which this exportd does not know"):
             Migrator(conn).upgrade()
@@ -209,7 +217,9 @@ def test_failing_migration_rolls_back_its_transaction(empty_db_url: str, tmp_pat
     )
     (folder / "0003_broken.down.sql").write_text("DROP TABLE IF EXISTS exportd.half_done;\n")
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        with pytest.raises(MigrationError, match=r"0003_broken\.up\.sql: function no_such_function"):
+        with pytest.raises(
+            MigrationError, match=r"0003_broken\.up\.sql: function no_such_function"
+        ):
             Migrator(conn, discover(folder)).upgrade()
         assert conn.execute("SELECT to_regclass('exportd.half_done')").fetchone() == (None,)
         versions = [r[0] for r in conn.execute("SELECT version FROM exportd.schema_migrations")]

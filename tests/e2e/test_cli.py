@@ -1,0 +1,184 @@
+"""The real `exportd` command in subprocesses, as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jwt
+import psycopg
+import pytest
+
+EXPORTD = str(Path(sys.executable).with_name("exportd"))
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
+    env.update(extra)
+    return env
+
+
+def run(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EXPORTD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help", env=clean_env())
+    assert result.returncode == 0
+    for command in ("up", "migrate", "token"):
+        assert command in result.stdout
+
+
+def test_python_dash_m_daemon_is_the_same_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "migrate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "--status" in result.stdout and "--down" in result.stdout
+
+
+def test_migrate_then_status_lists_every_migration_as_applied(empty_db_url: str) -> None:
+    env = clean_env(EXPORTD_DATABASE_URL=empty_db_url)
+    first = run("migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_jobs" in first.stdout and "applied 0002_views" in first.stdout
+    status = run("migrate", "--status", env=env)
+    assert status.returncode == 0
+    rows = [line.split() for line in status.stdout.splitlines()[1:] if line[:4].isdigit()]
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("0001", "jobs", "applied"),
+        ("0002", "views", "applied"),
+    ]
+    assert "procrastinate schema: 0 pending" in status.stdout
+    again = run("migrate", env=env)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_migrate_down_and_status(empty_db_url: str) -> None:
+    env = clean_env(EXPORTD_DATABASE_URL=empty_db_url)
+    assert run("migrate", env=env).returncode == 0
+    down = run("migrate", "--down", "1", env=env)
+    assert down.returncode == 0 and down.stdout.strip() == "rolled back 0002_views"
+    status = run("migrate", "--status", env=env).stdout
+    assert "0002     views" in status and "pending" in status
+
+
+def test_edited_migration_stops_migrate_with_one_line(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE exportd.schema_migrations SET checksum = 'x' WHERE version = 2")
+    result = run("migrate", env=clean_env(EXPORTD_DATABASE_URL=db_url))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "0002_views.up.sql was edited after it was applied" in result.stderr
+
+
+def test_unreachable_database_is_one_line_and_non_zero() -> None:
+    env = clean_env(EXPORTD_DATABASE_URL="postgresql://exportd:hunter2@127.0.0.1:9/exportd")
+    result = run("migrate", env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("exportd: cannot connect to database exportd on 127.0.0.1:9")
+    assert result.stderr.count("\n") == 1
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.slow
+def test_migrate_with_the_embedded_server_reuses_its_data(tmp_path: Path) -> None:
+    env = clean_env(EXPORTD_DATA_DIR=str(tmp_path / "data"))
+    first = run("migrate", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_jobs" in first.stdout
+    pgdata = tmp_path / "data" / "pg"
+    assert (pgdata / "PG_VERSION").exists()
+    assert not (pgdata / "postmaster.pid").exists()  # stopped on exit
+    status_1 = run("migrate", "--status", env=env, cwd=tmp_path).stdout
+    second = run("migrate", env=env, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "nothing to do" in second.stdout
+    # same applied_at: the same data directory, not a re-initialised one
+    assert run("migrate", "--status", env=env, cwd=tmp_path).stdout == status_1
+
+
+def test_token_is_signed_with_the_configured_secret() -> None:
+    env = clean_env(EXPORTD_JWT_SECRET=SECRET, EXPORTD_JWT_ISSUER="exportd-test")
+    result = run("token", "--sub", "alice", "--admin", "--ttl", "120", env=env)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"], issuer="exportd-test")
+    assert claims["sub"] == "alice" and claims["role"] == "admin"
+    assert claims["exp"] - claims["iat"] == 120
+    plain = run("token", "--sub", "bob", env=env).stdout.strip()
+    assert "role" not in jwt.decode(plain, SECRET, algorithms=["HS256"], issuer="exportd-test")
+
+
+def test_token_without_a_secret_explains_itself(tmp_path: Path) -> None:
+    result = run("token", "--sub", "alice", env=clean_env(EXPORTD_DATA_DIR=str(tmp_path)))
+    assert result.returncode == 2
+    assert "EXPORTD_JWT_SECRET: not set" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_token_rejects_a_non_positive_ttl() -> None:
+    result = run("token", "--sub", "a", "--ttl", "0", env=clean_env(EXPORTD_JWT_SECRET=SECRET))
+    assert result.returncode == 2 and "TTL" in result.stderr
+
+
+@pytest.mark.slow
+def test_up_starts_embedded_postgres_keeps_a_secret_and_stops_on_sigterm(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = clean_env(EXPORTD_DATA_DIR=str(data))
+    with subprocess.Popen(
+        [EXPORTD, "up"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            secret = check_up_session(proc, data)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+            assert not (data / "pg" / "postmaster.pid").exists()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # a second run reuses the secret
+    second = run("token", "--sub", "x", env=env, cwd=tmp_path)
+    assert jwt.decode(second.stdout.strip(), secret, algorithms=["HS256"])["sub"] == "x"
+
+
+def check_up_session(proc: subprocess.Popen[str], data: Path) -> str:
+    """Read `up`'s banner, check the token and the database it names; return the secret."""
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    output = "".join(lines)
+    assert "applied 0002_views" in output, output
+    token = next(line for line in lines if "a token for" in line).rsplit(" ", 1)[-1].strip()
+    secret = (data / "jwt_secret").read_text().strip()
+    assert (data / "jwt_secret").stat().st_mode & 0o777 == 0o600
+    assert jwt.decode(token, secret, algorithms=["HS256"])["sub"]
+    url = next(line for line in lines if "psql" in line).split("psql ", 1)[1].strip().strip("'")
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM exportd.jobs").fetchone() == (0,)
+    return secret

@@ -1,0 +1,191 @@
+"""daemon.store against a real database: the named queries and the error
+translation at the store boundary."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from daemon import store
+from daemon.errors import ConstraintViolation, IdempotencyConflict, InvalidTransition, JobNotFound
+from daemon.models import JobStatus, NewJob
+
+pytestmark = pytest.mark.anyio
+
+AConn = psycopg.AsyncConnection[Any]
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+async def test_insert_and_get(aconn: AConn) -> None:
+    job = await store.insert_job(
+        aconn,
+        NewJob(kind="orders", owner_id="alice", params={"since": "2026-01-01"}, priority=3),
+        now=T0,
+    )
+    assert job.status is JobStatus.PENDING
+    assert (job.attempts, job.max_attempts, job.run, job.priority) == (0, 3, 1, 3)
+    assert job.params == {"since": "2026-01-01"}
+    assert job.created_at == job.scheduled_at == T0
+    assert await store.get_job(aconn, job.job_id) == job
+
+
+async def test_scheduled_at_can_be_in_the_future(aconn: AConn) -> None:
+    later = T0 + timedelta(minutes=5)
+    job = await store.insert_job(
+        aconn, NewJob(kind="orders", owner_id="a", params={}, scheduled_at=later), now=T0
+    )
+    assert job.scheduled_at == later
+    assert job.created_at == T0
+
+
+async def test_get_unknown_job_raises_job_not_found(aconn: AConn) -> None:
+    with pytest.raises(JobNotFound):
+        await store.get_job(aconn, uuid.uuid4())
+
+
+async def test_idempotency_key_reuse_is_a_conflict(aconn: AConn) -> None:
+    new = NewJob(kind="orders", owner_id="alice", params={}, idempotency_key="k")
+    first = await store.insert_job(aconn, new)
+    with pytest.raises(IdempotencyConflict):
+        await store.insert_job(aconn, new)
+    assert await store.find_by_idempotency_key(aconn, "alice", "k") == first
+    assert await store.find_by_idempotency_key(aconn, "bob", "k") is None
+
+
+async def test_bad_values_become_constraint_violations(aconn: AConn) -> None:
+    with pytest.raises(ConstraintViolation):
+        await store.insert_job(
+            aconn, NewJob(kind="orders", owner_id="a", params={}, max_attempts=0)
+        )
+
+
+async def test_list_is_newest_first_with_keyset_pages(aconn: AConn) -> None:
+    ids = []
+    for i in range(7):
+        job = await store.insert_job(
+            aconn, NewJob(kind="orders", owner_id="alice", params={}), now=T0 + timedelta(seconds=i)
+        )
+        ids.append(job.job_id)
+    # same timestamp twice: job_id breaks the tie, nothing is skipped or repeated
+    for _ in range(2):
+        job = await store.insert_job(
+            aconn, NewJob(kind="orders", owner_id="alice", params={}), now=T0 + timedelta(seconds=3)
+        )
+        ids.append(job.job_id)
+    await store.insert_job(aconn, NewJob(kind="orders", owner_id="bob", params={}), now=T0)
+
+    seen = []
+    after = None
+    while True:
+        page = await store.list_jobs(aconn, owner_id="alice", after=after, limit=2)
+        if not page:
+            break
+        seen.extend(page)
+        after = store.Cursor(page[-1].created_at, page[-1].job_id)
+    assert sorted(j.job_id for j in seen) == sorted(ids)
+    keys = [(j.created_at, j.job_id) for j in seen]
+    assert keys == sorted(keys, reverse=True)
+    assert all(j.owner_id == "alice" for j in seen)
+
+
+async def test_list_filters_and_admin_view(aconn: AConn) -> None:
+    a = await store.insert_job(aconn, NewJob(kind="orders", owner_id="alice", params={}))
+    await store.insert_job(aconn, NewJob(kind="uploads", owner_id="alice", params={}))
+    await store.insert_job(aconn, NewJob(kind="orders", owner_id="bob", params={}))
+    await store.set_status(aconn, a.job_id, JobStatus.CANCELLED)
+
+    by_kind = await store.list_jobs(aconn, owner_id="alice", kind="uploads")
+    assert [j.kind for j in by_kind] == ["uploads"]
+    by_status = await store.list_jobs(aconn, owner_id="alice", status=JobStatus.CANCELLED)
+    assert [j.job_id for j in by_status] == [a.job_id]
+    everyone = await store.list_jobs(aconn, owner_id=None)
+    assert {j.owner_id for j in everyone} == {"alice", "bob"}
+    with pytest.raises(ValueError, match="limit"):
+        await store.list_jobs(aconn, owner_id="alice", limit=store.MAX_PAGE + 1)
+
+
+async def test_set_status_keeps_timestamps_and_progress_consistent(aconn: AConn) -> None:
+    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    running = await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS, now=T0)
+    assert running is not None and running.started_at == T0 and running.completed_at is None
+    assert await store.update_progress(aconn, job.job_id, 2, 4, "Exporting orders") is (
+        JobStatus.IN_PROGRESS
+    )
+    mid = await store.get_job(aconn, job.job_id)
+    assert (mid.steps_completed, mid.steps_total, mid.progress_percentage) == (2, 4, 50)
+    assert mid.current_step == "Exporting orders"
+    # all steps done but not yet completed: still below 100
+    await store.update_progress(aconn, job.job_id, 4, 4, "Packaging")
+    assert (await store.get_job(aconn, job.job_id)).progress_percentage == 99
+    done = await store.set_status(aconn, job.job_id, JobStatus.COMPLETED, now=T0 + timedelta(1))
+    assert done is not None
+    assert done.progress_percentage == 100 and done.steps_completed == 4
+    assert done.completed_at == T0 + timedelta(1)
+
+
+async def test_progress_of_a_job_that_is_not_running_is_ignored(aconn: AConn) -> None:
+    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    assert await store.update_progress(aconn, job.job_id, 1, 2, "x") is None
+    assert (await store.get_job(aconn, job.job_id)).steps_completed == 0
+
+
+async def test_progress_reports_cancellation_in_the_same_round_trip(aconn: AConn) -> None:
+    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
+    await store.set_status(aconn, job.job_id, JobStatus.CANCELLING)
+    assert await store.update_progress(aconn, job.job_id, 1, 2, "x") is JobStatus.CANCELLING
+
+
+async def test_progress_beyond_total_is_refused(aconn: AConn) -> None:
+    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
+    with pytest.raises(ConstraintViolation):
+        await store.update_progress(aconn, job.job_id, 3, 2, "x")
+
+
+async def test_illegal_transition_is_translated(aconn: AConn) -> None:
+    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    with pytest.raises(InvalidTransition, match="cannot go from pending to completed"):
+        await store.set_status(aconn, job.job_id, JobStatus.COMPLETED)
+
+
+async def test_compare_and_set_loses_races_quietly(aconn: AConn) -> None:
+    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    await store.set_status(aconn, job.job_id, JobStatus.CANCELLED, expected=JobStatus.PENDING)
+    lost = await store.set_status(
+        aconn, job.job_id, JobStatus.IN_PROGRESS, expected=JobStatus.PENDING
+    )
+    assert lost is None
+    assert (await store.get_job(aconn, job.job_id)).status is JobStatus.CANCELLED
+
+
+async def test_error_message_is_kept_until_the_next_run(aconn: AConn) -> None:
+    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
+    failed = await store.set_status(
+        aconn, job.job_id, JobStatus.FAILED, error_message="ValueError: bad"
+    )
+    assert failed is not None and failed.error_message == "ValueError: bad"
+    rolled = await store.set_status(aconn, job.job_id, JobStatus.ROLLED_BACK)
+    assert rolled is not None and rolled.error_message == "ValueError: bad"
+    again = await store.set_status(aconn, job.job_id, JobStatus.PENDING)
+    assert again is not None and again.error_message is None and again.completed_at is None
+
+
+async def test_expiry_scan_returns_due_packages_oldest_first(aconn: AConn) -> None:
+    due = []
+    for days in (-3, -1, 5):
+        job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+        await aconn.execute(
+            "UPDATE exportd.jobs SET package_path = %s, package_expires_at = %s WHERE job_id = %s",
+            (f"{job.job_id}.tar.gz", T0 + timedelta(days=days), job.job_id),
+        )
+        if days < 0:
+            due.append(job.job_id)
+    found = await store.packages_due_for_expiry(aconn, now=T0)
+    assert [p.job_id for p in found] == due
+    assert await store.packages_due_for_expiry(aconn, now=T0 - timedelta(days=10)) == []

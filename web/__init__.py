@@ -1,0 +1,1 @@
+"""The HTTP API of exportd (Starlette). Imports `daemon`; `daemon` never imports it."""
