@@ -182,3 +182,4 @@ def check_up_session(proc: subprocess.Popen[str], data: Path) -> str:
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM exportd.jobs").fetchone() == (0,)
     return secret
+
