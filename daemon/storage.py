@@ -1,0 +1,132 @@
+"""Package storage: the one directory tree packages live in.
+
+Layout under the storage root:
+
+    <aa>/<job_id>/r<run>-a<attempt>-<token>.tar.gz   published packages
+    .tmp/                                            packages being written
+    .work/<job_id>-r<run>-a<attempt>-<token>/        work directories of running steps
+
+Temporary files and work directories live inside the root so a package can
+be published with an atomic `os.replace` (same file system), and so the
+orphan sweep finds anything a crash left behind. Every path handed in from a
+row goes through `resolve()`, which refuses anything that would leave the
+root (absolute paths, `..`, symlinks).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from uuid import UUID
+
+from daemon.errors import ExportdError
+
+TMP_DIR = ".tmp"
+WORK_DIR = ".work"
+
+
+class UnsafePath(ExportdError):
+    """A stored path would leave the storage root."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Identifies one attempt of one run of a job (names its files)."""
+
+    job_id: UUID
+    run: int
+    attempt: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.job_id}-r{self.run}-a{self.attempt}"
+
+
+class PackageStorage:
+    """Creates work directories and temp files, publishes and deletes packages."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def ensure(self) -> None:
+        for sub in ("", TMP_DIR, WORK_DIR):
+            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o750)
+
+    # -- paths ---------------------------------------------------------------
+
+    def resolve(self, relative: str) -> Path:
+        """Absolute path of a stored package path, confined to the root.
+
+        Refuses absolute paths, `..`, empty parts and any symlink on the way.
+        """
+        pure = PurePosixPath(relative)
+        if not relative or pure.is_absolute() or any(p in ("", ".", "..") for p in pure.parts):
+            raise UnsafePath(f"refusing package path {relative!r}")
+        current = self.root
+        for part in pure.parts:
+            current = current / part
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                break  # may not exist (yet); nothing beyond can be a symlink
+            if stat.S_ISLNK(mode):
+                raise UnsafePath(f"refusing package path {relative!r} (symlink)")
+        return current
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    # -- work directories ------------------------------------------------------
+
+    def make_work_dir(self, attempt: Attempt) -> Path:
+        path = self.root / WORK_DIR / f"{attempt.label}-{secrets.token_hex(4)}"
+        path.mkdir(parents=True, mode=0o700)
+        return path
+
+    def remove_tree(self, path: Path) -> None:
+        """Remove a work directory (never follows symlinks out of it)."""
+        shutil.rmtree(path, ignore_errors=True)
+
+    # -- packages ------------------------------------------------------------
+
+    def temp_package_path(self, attempt: Attempt) -> Path:
+        (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True, mode=0o750)
+        return self.root / TMP_DIR / f"{attempt.label}-{secrets.token_hex(4)}.tar.gz.part"
+
+    def final_path(self, attempt: Attempt) -> str:
+        """A fresh relative path for this attempt's package.
+
+        Unique per attempt (and random), so two runs of the same job never
+        write to the same name: whichever commits wins, the other's file is
+        removed or swept, and no package is ever a mix of two runs.
+        """
+        job = str(attempt.job_id)
+        name = f"r{attempt.run}-a{attempt.attempt}-{secrets.token_hex(4)}.tar.gz"
+        return f"{job[:2]}/{job}/{name}"
+
+    def publish(self, temp: Path, relative: str) -> Path:
+        """Atomically move a finished temp file to its final relative path."""
+        target = self.resolve(relative)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        os.replace(temp, target)
+        return target
+
+    def delete(self, relative: str) -> bool:
+        """Delete a package; False when it was already gone."""
+        target = self.resolve(relative)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            return False
+        for parent in (target.parent, target.parent.parent):
+            if parent == self.root:
+                break
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+        return True
