@@ -78,7 +78,8 @@ class Param:
 
     def __post_init__(self) -> None:
         if self.type not in PARAM_TYPES:
-            raise KindError(f"unknown param type {self.type!r} (use one of {', '.join(PARAM_TYPES)})")
+            known = ", ".join(PARAM_TYPES)
+            raise KindError(f"unknown param type {self.type!r} (use one of {known})")
         if self.default is not None:
             self.check(self.default, "default")
 

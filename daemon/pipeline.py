@@ -37,7 +37,7 @@ PROGRESS_INTERVAL = 0.25  # seconds: at most 4 progress writes per second per jo
 PACKAGING_TITLE = "Packaging"
 
 
-class JobCancelled(Exception):  # noqa: N818 - a signal, not an error
+class JobCancelled(Exception):
     """The job was cancelled (or is no longer ours to run); stop and roll back."""
 
 
@@ -135,7 +135,8 @@ class ExportContext:
 
     def set_rows(self, arcname: str, rows: int) -> None:
         self.files = [
-            PackageFile(f.source, f.arcname, rows) if f.arcname == arcname else f for f in self.files
+            PackageFile(f.source, f.arcname, rows) if f.arcname == arcname else f
+            for f in self.files
         ]
 
     # -- progress --------------------------------------------------------------
@@ -211,7 +212,10 @@ async def rollback(finished: list[Step], ctx: ExportContext) -> None:
             await step.undo(ctx)
         except Exception as exc:
             ctx.log.error(
-                "rollback of %r failed: %s", step.title, safe_error(exc), extra={"action": "rollback"}
+                "rollback of %r failed: %s",
+                step.title,
+                safe_error(exc),
+                extra={"action": "rollback"},
             )
             ctx.state.setdefault("_rollback_errors", []).append(f"{step.title}: {safe_error(exc)}")
 
@@ -302,4 +306,3 @@ def _redact(text: str) -> str:
     text = re.sub(r"postgres(?:ql)?://\S+", "postgresql://…", text)
     text = re.sub(r"password=\S+", "password=…", text)
     return text
-
