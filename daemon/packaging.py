@@ -149,7 +149,7 @@ def build_package(
                 with source:
                     member = _member(f"{top_dir}/{name}", info.st_size, info.st_mtime)
                     reader = _HashingReader(source)
-                    tar.addfile(member, reader)  # type: ignore[arg-type]
+                    tar.addfile(member, reader)
                 entry: dict[str, Any] = {
                     "path": name,
                     "size": reader.size,
