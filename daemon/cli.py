@@ -9,6 +9,7 @@ non-zero status; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import shlex
 import signal
@@ -18,12 +19,15 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from daemon import __version__
+from daemon.catalog import load_kinds
+from daemon.cli_jobs import add_commands
 from daemon.config import Settings, load_settings
 from daemon.database import connect, database_url, describe
 from daemon.errors import ConfigError, ExportdError
 from daemon.logs import configure_logging
 from daemon.migrations import Migrator
 from daemon.tokens import ensure_secret, mint_token
+from daemon.worker import run_worker
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -68,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (default 3600)"
     )
     token.set_defaults(handler=cmd_token)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run the worker daemon (systemd Type=notify)",
+        description="Execute export jobs until SIGTERM/SIGINT; running exports may finish "
+        "for EXPORTD_SHUTDOWN_GRACE_SECONDS.",
+    )
+    worker.add_argument("--concurrency", type=int, default=None, metavar="N")
+    worker.add_argument(
+        "--queue", action="append", default=None, metavar="Q", help="only these queues"
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    add_commands(commands)
     return parser
 
 
@@ -95,6 +113,16 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         if not done:
             print(f"nothing to do: {describe(url)} is up to date")
     return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.concurrency is not None and args.concurrency < 1:
+        raise ConfigError("--concurrency", "must be at least 1")
+    with database_url(settings) as url:
+        registry = load_kinds(settings, url)
+        return asyncio.run(
+            run_worker(settings, url, registry, concurrency=args.concurrency, queues=args.queue)
+        )
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:

@@ -79,6 +79,16 @@ class Settings:
     # After SIGTERM, running steps may finish for this long before being
     # cancelled and rolled back.
     shutdown_grace_seconds: float = 60.0
+    # Automatic retries wait base * 2^(attempt-1) seconds, at most max.
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 300.0
+    # Workers heartbeat this often; a running export whose worker has not
+    # heartbeaten for stalled_after_seconds is rescued (attempt recorded as lost).
+    heartbeat_seconds: float = 10.0
+    stalled_after_seconds: float = 30.0
+    # How often an idle worker looks for jobs that became due without a
+    # notification (retries scheduled for later, delayed jobs).
+    poll_seconds: float = 2.0
     rate_limit: RateLimit | None = RateLimit(60, 60.0)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -128,6 +138,13 @@ def _seconds(raw: Any) -> float:
         raise ValueError(f"must be a number of seconds >= 0, got {raw!r}") from None
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"must be a number of seconds >= 0, got {raw!r}")
+    return value
+
+
+def _positive_seconds(raw: Any) -> float:
+    value = _seconds(raw)
+    if value <= 0:
+        raise ValueError(f"must be a number of seconds > 0, got {raw!r}")
     return value
 
 
@@ -227,6 +244,11 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "job_retention_days": _int_at_least(0),
     "worker_concurrency": _int_at_least(1),
     "shutdown_grace_seconds": _seconds,
+    "retry_base_seconds": _seconds,
+    "retry_max_seconds": _seconds,
+    "heartbeat_seconds": _positive_seconds,
+    "stalled_after_seconds": _positive_seconds,
+    "poll_seconds": _positive_seconds,
     "rate_limit": _rate_limit,
     "host": _text,
     "port": _port,
@@ -284,7 +306,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     data_dir: Path = values.get("data_dir", Settings.data_dir)
     values.setdefault("storage_dir", data_dir / "packages")
     _check_jwt(values, explicit_algorithms="jwt_algorithms" in values)
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.stalled_after_seconds < 2 * settings.heartbeat_seconds:
+        raise ConfigError(
+            "EXPORTD_STALLED_AFTER_SECONDS",
+            "must be at least twice EXPORTD_HEARTBEAT_SECONDS (a missed beat is no crash)",
+        )
+    if settings.retry_max_seconds < settings.retry_base_seconds:
+        raise ConfigError("EXPORTD_RETRY_MAX_SECONDS", "must be >= EXPORTD_RETRY_BASE_SECONDS")
+    return settings
 
 
 def _check_jwt(values: dict[str, Any], *, explicit_algorithms: bool) -> None:

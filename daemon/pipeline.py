@@ -101,6 +101,9 @@ class ExportContext:
         self._step_index = 0
         self._step_count = len(kind.steps) + 1  # + packaging
         self._step_title: str | None = None
+        # Called with the exception before finished steps are rolled back
+        # (the queue layer marks a final failure 'failed' there).
+        self.before_rollback: Callable[[BaseException], Awaitable[None]] | None = None
 
     # -- cancellation --------------------------------------------------------
 
@@ -197,8 +200,10 @@ async def run_steps(kind: Kind, ctx: ExportContext) -> None:
             await step.run(ctx)
             finished.append(step)
         await ctx.check_cancelled()
-    except BaseException:
+    except BaseException as exc:
         ctx._stop_progress()
+        if ctx.before_rollback is not None:
+            await ctx.before_rollback(exc)
         await rollback(finished, ctx)
         raise
 
@@ -269,8 +274,10 @@ async def execute(
             await asyncio.to_thread(storage.delete, relative)
             raise JobCancelled(f"job {ctx.job.job_id} was cancelled before it completed")
         return published
-    except BaseException:
+    except BaseException as exc:
         if finished_all:
+            if ctx.before_rollback is not None:
+                await ctx.before_rollback(exc)
             await rollback(list(kind.steps), ctx)
         raise
     finally:

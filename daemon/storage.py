@@ -71,11 +71,11 @@ class PackageStorage:
             current = current / part
             try:
                 mode = os.lstat(current).st_mode
-            except FileNotFoundError:
-                break  # may not exist (yet); nothing beyond can be a symlink
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # not there (yet): nothing below it can be a symlink
             if stat.S_ISLNK(mode):
                 raise UnsafePath(f"refusing package path {relative!r} (symlink)")
-        return current
+        return self.root.joinpath(*pure.parts)
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

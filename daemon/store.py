@@ -61,11 +61,22 @@ async def _fetch_one(
         return await cur.fetchone()
 
 
-async def insert_job(conn: Connection, new: NewJob, *, now: datetime | None = None) -> Job:
-    """Insert a pending job. An (owner, idempotency key) already used raises IdempotencyConflict."""
+async def create_job(
+    conn: Connection,
+    new: NewJob,
+    *,
+    queue: str,
+    task: str,
+    now: datetime | None = None,
+) -> Job:
+    """Insert a pending job and defer its queue entry, atomically (one statement).
+
+    An (owner, idempotency key) already used raises IdempotencyConflict and
+    writes nothing, queue entry included.
+    """
     job = await _fetch_one(
         conn,
-        Q["insert_job"],
+        Q["create_job"],
         {
             "kind": new.kind,
             "owner_id": new.owner_id,
@@ -74,10 +85,33 @@ async def insert_job(conn: Connection, new: NewJob, *, now: datetime | None = No
             "max_attempts": new.max_attempts,
             "idempotency_key": new.idempotency_key,
             "scheduled_at": new.scheduled_at,
+            "queue": queue,
+            "task": task,
             "now": now,
         },
     )
     assert job is not None  # INSERT … RETURNING always returns the row
+    return job
+
+
+async def retry_job(
+    conn: Connection, job_id: UUID, *, queue: str, task: str, now: datetime | None = None
+) -> Job | None:
+    """Start a new run of a finished job; None when the job is not retryable now."""
+    return await _fetch_one(
+        conn, Q["retry_job"], {"job_id": job_id, "queue": queue, "task": task, "now": now}
+    )
+
+
+async def request_cancel(conn: Connection, job_id: UUID) -> Job:
+    """Cancel a pending job, or ask the worker running it to stop.
+
+    Returns the job after the request (cancelled, cancelling, or unchanged when
+    it had already finished: the caller decides whether that is an error).
+    """
+    job = await _fetch_one(conn, Q["request_cancel"], {"job_id": job_id})
+    if job is None or job.job_id is None:
+        raise JobNotFound(f"no job {job_id}")
     return job
 
 
@@ -151,7 +185,12 @@ async def set_status(
 
 
 async def update_progress(
-    conn: Connection, job_id: UUID, done: int, total: int, current_step: str | None
+    conn: Connection,
+    job_id: UUID,
+    done: int,
+    total: int,
+    current_step: str | None,
+    percentage: int | None = None,
 ) -> JobStatus | None:
     """Record progress of a running job; returns its status (None if not running).
 
@@ -166,10 +205,15 @@ async def update_progress(
                 "steps_completed": done,
                 "steps_total": total,
                 "current_step": current_step[:255] if current_step else None,
+                "percentage": percentage if percentage is not None else _percentage(done, total),
             },
         )
         row = await cur.fetchone()
     return JobStatus(row[0]) if row else None
+
+
+def _percentage(done: int, total: int) -> int:
+    return 0 if total <= 0 else min(99, (100 * done) // total)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,66 @@
 -- Runtime statements on exportd.jobs (daemon/store.py is the only caller).
 -- Every timestamp takes an optional %(now)s so tests can move the clock.
 
--- name: insert_job
-INSERT INTO exportd.jobs (kind, owner_id, params, priority, max_attempts, idempotency_key,
-                          scheduled_at, created_at, updated_at)
-VALUES (%(kind)s, %(owner_id)s, %(params)s, %(priority)s, %(max_attempts)s, %(idempotency_key)s,
-        coalesce(%(scheduled_at)s, %(now)s, now()), coalesce(%(now)s, now()), coalesce(%(now)s, now()))
+-- name: create_job
+-- The job row and its procrastinate queue entry in ONE statement: they commit
+-- together or not at all. The queue entry carries what the worker needs
+-- (kind, owner, params, run, max_attempts) so starting costs no extra read.
+WITH new AS (
+    SELECT gen_random_uuid() AS job_id, coalesce(%(now)s::timestamptz, now()) AS created_at
+), queued AS (
+    SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW(
+        %(queue)s::text, %(task)s::text, %(priority)s::integer, NULL, NULL,
+        jsonb_build_object(
+            'job_id', new.job_id, 'kind', %(kind)s::text, 'owner_id', %(owner_id)s::text,
+            'params', %(params)s::jsonb, 'run', 1, 'max_attempts', %(max_attempts)s::integer,
+            'created_at', new.created_at),
+        %(scheduled_at)s::timestamptz
+    )::procrastinate_job_to_defer_v1]))[1] AS queue_job_id
+    FROM new
+)
+INSERT INTO exportd.jobs (job_id, kind, owner_id, params, priority, max_attempts, idempotency_key,
+                          scheduled_at, created_at, updated_at, queue_job_id)
+SELECT new.job_id, %(kind)s::text, %(owner_id)s::text, %(params)s::jsonb,
+       %(priority)s::integer, %(max_attempts)s::integer, %(idempotency_key)s::text,
+       coalesce(%(scheduled_at)s::timestamptz, new.created_at), new.created_at, new.created_at,
+       queued.queue_job_id
+  FROM new, queued
 RETURNING *
+
+-- name: retry_job
+-- A new run of a finished job: allowed from failed, rolled_back, cancelled,
+-- and from completed once its package is gone. The row lock makes concurrent
+-- retries produce exactly one new run (the others see 'pending' and match
+-- nothing). Attempts restart at 0; a new queue entry is deferred.
+WITH target AS (
+    SELECT * FROM exportd.jobs
+     WHERE job_id = %(job_id)s
+       AND (status IN ('failed', 'rolled_back', 'cancelled')
+            OR (status = 'completed' AND package_path IS NULL))
+       FOR UPDATE
+), queued AS (
+    SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW(
+        %(queue)s::text, %(task)s::text, t.priority, NULL, NULL,
+        jsonb_build_object(
+            'job_id', t.job_id, 'kind', t.kind, 'owner_id', t.owner_id, 'params', t.params,
+            'run', t.run + 1, 'max_attempts', t.max_attempts, 'created_at', t.created_at),
+        NULL
+    )::procrastinate_job_to_defer_v1]))[1] AS queue_job_id
+    FROM target t
+)
+UPDATE exportd.jobs j
+   SET status = 'pending', run = j.run + 1, attempts = 0, queue_job_id = queued.queue_job_id,
+       scheduled_at = coalesce(%(now)s::timestamptz, now()),
+       started_at = NULL, completed_at = NULL,
+       error_message = NULL, result = NULL, steps_completed = 0, progress_percentage = 0,
+       current_step = NULL, package_size_bytes = NULL, package_sha256 = NULL,
+       package_expires_at = NULL
+  FROM queued
+ WHERE j.job_id = %(job_id)s
+RETURNING j.*
+
+-- name: request_cancel
+SELECT * FROM exportd.request_cancel(%(job_id)s)
 
 -- name: get_job
 SELECT * FROM exportd.jobs WHERE job_id = %(job_id)s
@@ -62,13 +116,13 @@ WHERE job_id = %(job_id)s
 RETURNING *
 
 -- name: update_progress
--- Percentage stays below 100 until the job is completed (set_status does that).
+-- Percentage stays below 100 until the job is completed. Returns the status
+-- in the same round trip, so the pipeline learns about a cancellation free.
 UPDATE exportd.jobs SET
     steps_completed = %(steps_completed)s,
     steps_total = %(steps_total)s,
     current_step = %(current_step)s,
-    progress_percentage = CASE WHEN %(steps_total)s = 0 THEN 0
-                               ELSE least(99, (100 * %(steps_completed)s) / %(steps_total)s) END
+    progress_percentage = least(99, greatest(0, %(percentage)s))
 WHERE job_id = %(job_id)s AND status IN ('in_progress', 'cancelling')
 RETURNING status
 

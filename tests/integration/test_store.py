@@ -12,7 +12,7 @@ import pytest
 
 from daemon import store
 from daemon.errors import ConstraintViolation, IdempotencyConflict, InvalidTransition, JobNotFound
-from daemon.models import JobStatus, NewJob
+from daemon.models import Job, JobStatus, NewJob
 
 pytestmark = pytest.mark.anyio
 
@@ -20,8 +20,12 @@ AConn = psycopg.AsyncConnection[Any]
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
+async def create(conn: AConn, new: NewJob, *, now: datetime | None = None) -> Job:
+    return await store.create_job(conn, new, queue="exports", task="run_export", now=now)
+
+
 async def test_insert_and_get(aconn: AConn) -> None:
-    job = await store.insert_job(
+    job = await create(
         aconn,
         NewJob(kind="orders", owner_id="alice", params={"since": "2026-01-01"}, priority=3),
         now=T0,
@@ -35,7 +39,7 @@ async def test_insert_and_get(aconn: AConn) -> None:
 
 async def test_scheduled_at_can_be_in_the_future(aconn: AConn) -> None:
     later = T0 + timedelta(minutes=5)
-    job = await store.insert_job(
+    job = await create(
         aconn, NewJob(kind="orders", owner_id="a", params={}, scheduled_at=later), now=T0
     )
     assert job.scheduled_at == later
@@ -49,34 +53,32 @@ async def test_get_unknown_job_raises_job_not_found(aconn: AConn) -> None:
 
 async def test_idempotency_key_reuse_is_a_conflict(aconn: AConn) -> None:
     new = NewJob(kind="orders", owner_id="alice", params={}, idempotency_key="k")
-    first = await store.insert_job(aconn, new)
+    first = await create(aconn, new)
     with pytest.raises(IdempotencyConflict):
-        await store.insert_job(aconn, new)
+        await create(aconn, new)
     assert await store.find_by_idempotency_key(aconn, "alice", "k") == first
     assert await store.find_by_idempotency_key(aconn, "bob", "k") is None
 
 
 async def test_bad_values_become_constraint_violations(aconn: AConn) -> None:
     with pytest.raises(ConstraintViolation):
-        await store.insert_job(
-            aconn, NewJob(kind="orders", owner_id="a", params={}, max_attempts=0)
-        )
+        await create(aconn, NewJob(kind="orders", owner_id="a", params={}, max_attempts=0))
 
 
 async def test_list_is_newest_first_with_keyset_pages(aconn: AConn) -> None:
     ids = []
     for i in range(7):
-        job = await store.insert_job(
+        job = await create(
             aconn, NewJob(kind="orders", owner_id="alice", params={}), now=T0 + timedelta(seconds=i)
         )
         ids.append(job.job_id)
     # same timestamp twice: job_id breaks the tie, nothing is skipped or repeated
     for _ in range(2):
-        job = await store.insert_job(
+        job = await create(
             aconn, NewJob(kind="orders", owner_id="alice", params={}), now=T0 + timedelta(seconds=3)
         )
         ids.append(job.job_id)
-    await store.insert_job(aconn, NewJob(kind="orders", owner_id="bob", params={}), now=T0)
+    await create(aconn, NewJob(kind="orders", owner_id="bob", params={}), now=T0)
 
     seen = []
     after = None
@@ -93,9 +95,9 @@ async def test_list_is_newest_first_with_keyset_pages(aconn: AConn) -> None:
 
 
 async def test_list_filters_and_admin_view(aconn: AConn) -> None:
-    a = await store.insert_job(aconn, NewJob(kind="orders", owner_id="alice", params={}))
-    await store.insert_job(aconn, NewJob(kind="uploads", owner_id="alice", params={}))
-    await store.insert_job(aconn, NewJob(kind="orders", owner_id="bob", params={}))
+    a = await create(aconn, NewJob(kind="orders", owner_id="alice", params={}))
+    await create(aconn, NewJob(kind="uploads", owner_id="alice", params={}))
+    await create(aconn, NewJob(kind="orders", owner_id="bob", params={}))
     await store.set_status(aconn, a.job_id, JobStatus.CANCELLED)
 
     by_kind = await store.list_jobs(aconn, owner_id="alice", kind="uploads")
@@ -109,12 +111,11 @@ async def test_list_filters_and_admin_view(aconn: AConn) -> None:
 
 
 async def test_set_status_keeps_timestamps_and_progress_consistent(aconn: AConn) -> None:
-    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
     running = await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS, now=T0)
     assert running is not None and running.started_at == T0 and running.completed_at is None
-    assert await store.update_progress(aconn, job.job_id, 2, 4, "Exporting orders") is (
-        JobStatus.IN_PROGRESS
-    )
+    status = await store.update_progress(aconn, job.job_id, 2, 4, "Exporting orders")
+    assert status is JobStatus.IN_PROGRESS
     mid = await store.get_job(aconn, job.job_id)
     assert (mid.steps_completed, mid.steps_total, mid.progress_percentage) == (2, 4, 50)
     assert mid.current_step == "Exporting orders"
@@ -128,33 +129,33 @@ async def test_set_status_keeps_timestamps_and_progress_consistent(aconn: AConn)
 
 
 async def test_progress_of_a_job_that_is_not_running_is_ignored(aconn: AConn) -> None:
-    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
     assert await store.update_progress(aconn, job.job_id, 1, 2, "x") is None
     assert (await store.get_job(aconn, job.job_id)).steps_completed == 0
 
 
 async def test_progress_reports_cancellation_in_the_same_round_trip(aconn: AConn) -> None:
-    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
     await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
     await store.set_status(aconn, job.job_id, JobStatus.CANCELLING)
     assert await store.update_progress(aconn, job.job_id, 1, 2, "x") is JobStatus.CANCELLING
 
 
 async def test_progress_beyond_total_is_refused(aconn: AConn) -> None:
-    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
     await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
     with pytest.raises(ConstraintViolation):
         await store.update_progress(aconn, job.job_id, 3, 2, "x")
 
 
 async def test_illegal_transition_is_translated(aconn: AConn) -> None:
-    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
     with pytest.raises(InvalidTransition, match="cannot go from pending to completed"):
         await store.set_status(aconn, job.job_id, JobStatus.COMPLETED)
 
 
 async def test_compare_and_set_loses_races_quietly(aconn: AConn) -> None:
-    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
     await store.set_status(aconn, job.job_id, JobStatus.CANCELLED, expected=JobStatus.PENDING)
     lost = await store.set_status(
         aconn, job.job_id, JobStatus.IN_PROGRESS, expected=JobStatus.PENDING
@@ -164,7 +165,7 @@ async def test_compare_and_set_loses_races_quietly(aconn: AConn) -> None:
 
 
 async def test_error_message_is_kept_until_the_next_run(aconn: AConn) -> None:
-    job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
     await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
     failed = await store.set_status(
         aconn, job.job_id, JobStatus.FAILED, error_message="ValueError: bad"
@@ -179,7 +180,7 @@ async def test_error_message_is_kept_until_the_next_run(aconn: AConn) -> None:
 async def test_expiry_scan_returns_due_packages_oldest_first(aconn: AConn) -> None:
     due = []
     for days in (-3, -1, 5):
-        job = await store.insert_job(aconn, NewJob(kind="orders", owner_id="a", params={}))
+        job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
         await aconn.execute(
             "UPDATE exportd.jobs SET package_path = %s, package_expires_at = %s WHERE job_id = %s",
             (f"{job.job_id}.tar.gz", T0 + timedelta(days=days), job.job_id),
@@ -189,3 +190,74 @@ async def test_expiry_scan_returns_due_packages_oldest_first(aconn: AConn) -> No
     found = await store.packages_due_for_expiry(aconn, now=T0)
     assert [p.job_id for p in found] == due
     assert await store.packages_due_for_expiry(aconn, now=T0 - timedelta(days=10)) == []
+
+
+async def test_create_job_defers_its_queue_entry_in_the_same_statement(aconn: AConn) -> None:
+    later = T0 + timedelta(hours=1)
+    job = await create(
+        aconn,
+        NewJob(
+            kind="orders",
+            owner_id="alice",
+            params={"a": 1},
+            priority=7,
+            max_attempts=5,
+            scheduled_at=later,
+        ),
+        now=T0,
+    )
+    cur = await aconn.execute(
+        "SELECT queue_name, task_name, priority, status::text, scheduled_at, args "
+        "FROM procrastinate_jobs WHERE id = %s",
+        (job.queue_job_id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    queue, task, priority, status, scheduled_at, args = row
+    assert (queue, task, priority, status, scheduled_at) == (
+        "exports",
+        "run_export",
+        7,
+        "todo",
+        later,
+    )
+    assert args == {
+        "job_id": str(job.job_id),
+        "kind": "orders",
+        "owner_id": "alice",
+        "params": {"a": 1},
+        "run": 1,
+        "max_attempts": 5,
+        "created_at": args["created_at"],
+    }
+
+
+async def test_failed_insert_leaves_no_queue_entry(aconn: AConn) -> None:
+    """The second half (the job row) fails: the queue entry is not written either."""
+    with pytest.raises(ConstraintViolation):
+        await create(aconn, NewJob(kind="orders", owner_id="a", params={}, max_attempts=0))
+    await create(aconn, NewJob(kind="orders", owner_id="a", params={}, idempotency_key="k"))
+    with pytest.raises(IdempotencyConflict):
+        await create(aconn, NewJob(kind="orders", owner_id="a", params={}, idempotency_key="k"))
+    counts = await (
+        await aconn.execute(
+            "SELECT (SELECT count(*) FROM procrastinate_jobs), (SELECT count(*) FROM exportd.jobs)"
+        )
+    ).fetchone()
+    assert counts == (1, 1)
+
+
+async def test_failed_defer_leaves_no_job_row(aconn: AConn) -> None:
+    """The queue half fails (a trigger refuses it): no job row either."""
+    await aconn.execute(
+        """
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'queue is closed'; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON procrastinate_jobs
+            FOR EACH ROW EXECUTE FUNCTION refuse();
+        """
+    )
+    with pytest.raises(psycopg.errors.RaiseException, match="queue is closed"):
+        await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
+    row = await (await aconn.execute("SELECT count(*) FROM exportd.jobs")).fetchone()
+    assert row == (0,)

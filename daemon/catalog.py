@@ -1,0 +1,26 @@
+"""The kinds a process knows: the exports file, EXPORTD_KINDS modules, entry points.
+
+Loaded once at start; any problem stops the program with one line naming
+the file, kind or module (ConfigError / KindError).
+"""
+
+from __future__ import annotations
+
+from daemon.config import Settings
+from daemon.errors import ConfigError
+from daemon.exports_file import load_exports_file
+from daemon.kinds import KindError, KindRegistry
+
+
+def load_kinds(settings: Settings, database_url: str) -> KindRegistry:
+    registry = KindRegistry()
+    try:
+        if settings.exports_file is not None:
+            for kind in load_exports_file(settings.exports_file, default_database_url=database_url):
+                registry.register(kind)
+        for module in settings.kinds:
+            registry.load_module(module)
+        registry.load_entry_points()
+    except KindError as exc:
+        raise ConfigError("EXPORTD_KINDS", str(exc)) from None
+    return registry

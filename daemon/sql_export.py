@@ -1,0 +1,206 @@
+"""SQL exports: one configured query streamed with `COPY … TO STDOUT` into a file.
+
+Why it is built this way:
+
+- The query text comes only from the exports file. Job params reach it as
+  bound values (psycopg binds COPY params client-side, quoting each value as
+  a literal), and `owner_id` is always the job's authenticated owner, added
+  last so no param can replace it.
+- The query runs in a READ ONLY transaction with an optional statement
+  timeout, on a connection of its own: an export can neither change data nor
+  hold the database for longer than the operator allowed.
+- COPY streams the result row by row; it is written to the work directory in
+  1 MiB blocks, so memory stays flat whatever the size of the export.
+- Cancelling the job cancels the statement on the server: a side task polls
+  `ctx.cancelled` and sends a cancel request, instead of waiting for a
+  30-minute query to end on its own.
+
+This module talks to psycopg directly (unlike the rest of the pipeline, which
+goes through `daemon.store`) because its database is the operator's data,
+possibly not exportd's own database, and COPY has no place in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, LiteralString, cast
+
+import psycopg
+from psycopg import sql
+
+from daemon.errors import ExportdError
+from daemon.pipeline import ExportContext, JobCancelled, safe_error
+
+FORMATS = ("csv", "jsonl")
+CANCEL_POLL_SECONDS = 0.2
+# A cancel request sent just before a statement starts is lost; repeat it.
+CANCEL_REPEAT_SECONDS = 1.0
+CANCEL_TIMEOUT_SECONDS = 10.0
+WRITE_BLOCK = 1024 * 1024
+PROGRESS_EVERY_CHUNKS = 64
+
+_COPY_CSV = sql.SQL("COPY ({query}) TO STDOUT (FORMAT csv, HEADER)")
+# One JSON object per line. COPY's text format would double every backslash of
+# the JSON, so CSV format is used with a quote and a delimiter that JSON text
+# never contains raw (control characters are always escaped in JSON): no value
+# is ever quoted and the lines are the JSON texts, unchanged. `exportd_row.*`
+# (not a bare alias) cannot be mistaken for a column of the same name.
+_COPY_JSONL = sql.SQL(
+    "COPY (SELECT row_to_json(exportd_row.*) FROM ({query}) AS exportd_row) "
+    "TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
+)
+_SET_TIMEOUT = "SELECT set_config('statement_timeout', %(ms)s, true)"
+
+
+class SqlExportError(ExportdError):
+    """A configured query failed: connection, SQL error, read-only violation, timeout."""
+
+
+@dataclass(frozen=True)
+class SqlQueryExport:
+    """The step that runs one configured query into `<name>.<format>`.
+
+    `database_url` is fixed when the exports file is loaded (the kind's own
+    `database_url`, else exportd's database); it never appears in messages.
+    """
+
+    name: str
+    sql: str
+    database_url: str = field(repr=False)
+    format: str = "csv"
+    statement_timeout_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}")
+
+    @property
+    def arcname(self) -> str:
+        return f"{self.name}.{self.format}"
+
+    def statement(self) -> sql.Composed:
+        """The COPY statement around the configured query (placeholders left for binding)."""
+        # The text is the operator's, read from the exports file at start; no
+        # request ever reaches it, so it may be treated as a literal string.
+        query = sql.SQL(cast(LiteralString, self.sql))
+        template = _COPY_CSV if self.format == "csv" else _COPY_JSONL
+        return template.format(query=query)
+
+    def bound_params(self, ctx: ExportContext) -> dict[str, Any]:
+        """Declared params as Python values, then `owner_id` from the job (always wins)."""
+        return {**ctx.params, "owner_id": ctx.job.owner_id}
+
+    async def __call__(self, ctx: ExportContext) -> int:
+        """Run the query; return the number of rows exported."""
+        await ctx.check_cancelled()
+        path = ctx.file(self.arcname)
+        conn = await self._connect(ctx)
+        watch = _CancelWatch(conn, ctx)
+        try:
+            rows = await self._export(conn, ctx, path)
+        except psycopg.Error as exc:
+            if watch.fired:
+                raise JobCancelled(f"job {ctx.job.job_id} was cancelled") from None
+            raise SqlExportError(f"query {self.name!r} failed: {_describe(exc)}") from exc
+        finally:
+            await watch.stop()
+            await conn.close()
+        if watch.fired:
+            raise JobCancelled(f"job {ctx.job.job_id} was cancelled")
+        ctx.set_rows(self.arcname, rows)
+        ctx.result.setdefault("rows", {})[self.name] = rows
+        ctx.log.info("query %r exported %d rows", self.name, rows)
+        return rows
+
+    async def _connect(self, ctx: ExportContext) -> psycopg.AsyncConnection[Any]:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.database_url,
+                client_encoding="UTF8",
+                application_name=f"exportd export {ctx.job.kind}",
+            )
+        except psycopg.Error as exc:
+            # The driver's message names host, port and user: fine for the
+            # operator's log, not for the job's owner.
+            ctx.log.error("cannot connect to the export database: %s", safe_error(exc))
+            raise SqlExportError(
+                f"query {self.name!r}: cannot connect to the export database"
+            ) from None
+        try:
+            await conn.set_read_only(True)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _export(self, conn: psycopg.AsyncConnection[Any], ctx: ExportContext, path: Path) -> int:
+        async with conn.cursor() as cur:
+            # set_config(…, true) is SET LOCAL: it ends with the transaction.
+            if self.statement_timeout_ms is not None:
+                await cur.execute(_SET_TIMEOUT, {"ms": str(self.statement_timeout_ms)})
+            with path.open("wb") as out:
+                async with cur.copy(self.statement(), self.bound_params(ctx)) as copy:
+                    block = bytearray()
+                    written = chunks = 0
+                    async for chunk in copy:
+                        block += chunk
+                        chunks += 1
+                        if len(block) >= WRITE_BLOCK:
+                            written += await _write(out, block)
+                        if chunks % PROGRESS_EVERY_CHUNKS == 0:
+                            done = written + len(block)
+                            await ctx.progress(done, 0, f"{_size(done)} written")
+                    await _write(out, block)
+            rows = cur.rowcount  # from the server's "COPY n" command tag
+        await conn.commit()
+        return max(rows, 0)
+
+
+class _CancelWatch:
+    """Sends a cancel request to the server while the job is marked cancelled."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], ctx: ExportContext) -> None:
+        self.fired = False
+        self._conn = conn
+        self._ctx = ctx
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while not self._ctx.cancelled:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+        self.fired = True
+        while True:
+            await self._conn.cancel_safe(timeout=CANCEL_TIMEOUT_SECONDS)
+            await asyncio.sleep(CANCEL_REPEAT_SECONDS)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        # asyncio.wait neither raises the task's error nor swallows a
+        # cancellation of the caller.
+        await asyncio.wait([self._task])
+        error = None if self._task.cancelled() else self._task.exception()
+        if error is not None:
+            self._ctx.log.warning("could not cancel the export query: %s", safe_error(error))
+
+
+async def _write(out: IO[bytes], block: bytearray) -> int:
+    """Write and empty the block off the event loop (a slow disk must not stall it)."""
+    size = len(block)
+    if size:
+        await asyncio.to_thread(out.write, block)
+        block.clear()
+    return size
+
+
+def _describe(exc: psycopg.Error) -> str:
+    """One line: the server's primary message and SQLSTATE, never connection details."""
+    message = exc.diag.message_primary or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"{message} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else message
+
+
+def _size(count: int) -> str:
+    if count < 1024 * 1024:
+        return f"{count / 1024:.0f} KiB"
+    return f"{count / (1024 * 1024):.1f} MiB"

@@ -1,0 +1,101 @@
+-- Settling an attempt: the domain row, its attempt row and procrastinate's
+-- job change in ONE statement (one round trip, one commit), replacing the
+-- commit procrastinate would make anyway. Each is guarded by the attempt's
+-- identity (run, attempt) and the expected status, so an attempt that lost
+-- its job (cancelled, rescued after a lost heartbeat) changes nothing.
+-- daemon/queue.py is the only caller.
+
+-- name: complete_attempt
+WITH job AS (
+    UPDATE exportd.jobs
+       SET status = 'completed',
+           completed_at = coalesce(%(now)s, now()),
+           steps_total = %(steps_total)s,
+           steps_completed = %(steps_total)s,
+           progress_percentage = 100,
+           current_step = NULL,
+           result = %(result)s,
+           error_message = NULL,
+           package_path = %(package_path)s,
+           package_size_bytes = %(package_size_bytes)s,
+           package_sha256 = %(package_sha256)s,
+           package_expires_at = coalesce(%(now)s, now()) + make_interval(days => %(retention_days)s),
+           package_deleted_at = NULL
+     WHERE job_id = %(job_id)s AND run = %(run)s AND attempts = %(attempt)s
+       AND status = 'in_progress'
+    RETURNING job_id
+), attempt AS (
+    UPDATE exportd.job_attempts a
+       SET finished_at = coalesce(%(now)s, now()), outcome = 'succeeded'
+      FROM job
+     WHERE a.job_id = job.job_id AND a.run = %(run)s AND a.attempt = %(attempt)s
+    RETURNING 1
+), queue AS (
+    SELECT procrastinate_finish_job_v1(%(queue_job_id)s, 'succeeded', false) FROM job
+)
+SELECT (SELECT count(*) FROM job) AS settled, (SELECT count(*) FROM queue) AS queue_rows
+
+-- name: mark_failed
+-- Final failure: the job is 'failed' while its rollback runs.
+UPDATE exportd.jobs SET status = 'failed', error_message = %(error)s
+ WHERE job_id = %(job_id)s AND run = %(run)s AND attempts = %(attempt)s AND status = 'in_progress'
+RETURNING job_id
+
+-- name: fail_attempt
+-- retry: in_progress -> pending, due at retry_at (procrastinate_retry_job_v2).
+-- final: failed -> final_status (rolled_back, or failed when a rollback raised).
+WITH job AS (
+    UPDATE exportd.jobs
+       SET status = CASE WHEN %(retry)s THEN 'pending'
+                         ELSE %(final_status)s::exportd.job_status END,
+           error_message = %(error)s,
+           current_step = NULL,
+           completed_at = CASE WHEN %(retry)s THEN NULL ELSE coalesce(%(now)s, now()) END,
+           scheduled_at = CASE WHEN %(retry)s THEN %(retry_at)s ELSE scheduled_at END
+     WHERE job_id = %(job_id)s AND run = %(run)s AND attempts = %(attempt)s
+       AND status = CASE WHEN %(retry)s THEN 'in_progress'::exportd.job_status
+                         ELSE 'failed'::exportd.job_status END
+    RETURNING job_id
+), attempt AS (
+    UPDATE exportd.job_attempts a
+       SET finished_at = coalesce(%(now)s, now()),
+           outcome = %(outcome)s::exportd.attempt_outcome,
+           error = %(error)s
+      FROM job
+     WHERE a.job_id = job.job_id AND a.run = %(run)s AND a.attempt = %(attempt)s
+    RETURNING 1
+), retried AS (
+    SELECT procrastinate_retry_job_v2(%(queue_job_id)s, %(retry_at)s, NULL, NULL, NULL)
+      FROM job WHERE %(retry)s
+), finished AS (
+    SELECT procrastinate_finish_job_v1(%(queue_job_id)s, 'failed', false)
+      FROM job WHERE NOT %(retry)s
+)
+SELECT (SELECT count(*) FROM job) AS settled,
+       (SELECT count(*) FROM retried) + (SELECT count(*) FROM finished) AS queue_rows
+
+-- name: cancel_attempt
+-- cancelling -> cancelled after the pipeline stopped and rolled back.
+WITH job AS (
+    UPDATE exportd.jobs
+       SET status = 'cancelled', completed_at = coalesce(%(now)s, now()), current_step = NULL
+     WHERE job_id = %(job_id)s AND run = %(run)s AND attempts = %(attempt)s
+       AND status = 'cancelling'
+    RETURNING job_id
+), attempt AS (
+    UPDATE exportd.job_attempts a
+       SET finished_at = coalesce(%(now)s, now()), outcome = 'cancelled', error = %(error)s
+      FROM job
+     WHERE a.job_id = job.job_id AND a.run = %(run)s AND a.attempt = %(attempt)s
+    RETURNING 1
+), queue AS (
+    SELECT procrastinate_finish_job_v1(%(queue_job_id)s, 'aborted', false) FROM job
+)
+SELECT (SELECT count(*) FROM job) AS settled, (SELECT count(*) FROM queue) AS queue_rows
+
+-- name: rescue_lost
+SELECT exportd.rescue_lost(%(queue_job_id)s, %(retry_at)s)
+
+-- name: attempts_of_job
+SELECT job_id, run, attempt, queue_job_id, worker, started_at, finished_at, outcome, error
+  FROM exportd.job_attempts WHERE job_id = %(job_id)s ORDER BY run, attempt

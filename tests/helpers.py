@@ -1,0 +1,113 @@
+"""Shared test helpers: fast settings, a worker running in the test's loop,
+waiting for a job state with a deadline (never a bare sleep)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from daemon import store
+from daemon.config import Settings
+from daemon.exports import ExportRequest, create_export
+from daemon.kinds import KindRegistry
+from daemon.models import Job, JobStatus
+from daemon.worker import WorkerDaemon
+from tests import kinds_for_tests
+
+FINAL = {JobStatus.COMPLETED, JobStatus.ROLLED_BACK, JobStatus.CANCELLED}
+
+
+def fast_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings with second-scale timings so retries and rescues happen quickly."""
+    base = Settings(
+        data_dir=tmp_path / "data",
+        storage_dir=tmp_path / "packages",
+        retry_base_seconds=0.05,
+        retry_max_seconds=0.2,
+        heartbeat_seconds=0.5,
+        stalled_after_seconds=1.5,
+        poll_seconds=0.2,
+        shutdown_grace_seconds=10.0,
+        worker_concurrency=2,
+    )
+    return replace(base, **overrides)
+
+
+def kinds_registry() -> KindRegistry:
+    registry = KindRegistry()
+    registry.load_module(kinds_for_tests.__name__)
+    return registry
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, db_url: str, registry: KindRegistry | None = None
+) -> AsyncIterator[WorkerDaemon]:
+    daemon = WorkerDaemon(settings, db_url, registry or kinds_registry())
+    task = asyncio.create_task(daemon.run())
+    ready = asyncio.create_task(daemon.ready.wait())
+    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raise the start-up error
+    assert daemon.ready.is_set(), "worker did not become ready"
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, timeout=60)
+
+
+async def create(
+    conn: psycopg.AsyncConnection[Any],
+    kind: str,
+    params: dict[str, Any] | None = None,
+    *,
+    owner: str = "alice",
+    registry: KindRegistry | None = None,
+    **request: Any,
+) -> Job:
+    job, _ = await create_export(
+        conn,
+        registry or kinds_registry(),
+        ExportRequest(kind=kind, params=params or {}, **request),
+        owner_id=owner,
+    )
+    return job
+
+
+async def wait_for(
+    conn: psycopg.AsyncConnection[Any],
+    job_id: UUID,
+    statuses: Iterable[JobStatus] = FINAL,
+    *,
+    timeout: float = 30.0,
+) -> Job:
+    """Poll the job row until its status is one of `statuses` (or fail at the deadline)."""
+    wanted = set(statuses)
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await store.get_job(conn, job_id)
+        if job.status in wanted and not (
+            job.status is JobStatus.FAILED and job.completed_at is None
+        ):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} is {job.status.value}, wanted {wanted}")
+        await asyncio.sleep(0.05)
+
+
+async def attempt_rows(conn: psycopg.AsyncConnection[Any], job_id: UUID) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(
+        "SELECT run, attempt, outcome::text, error FROM exportd.job_attempts "
+        "WHERE job_id = %s ORDER BY run, attempt",
+        (job_id,),
+    )
+    return await cur.fetchall()

@@ -1,0 +1,97 @@
+"""Kinds used by the tests (loaded with EXPORTD_KINDS=tests.kinds_for_tests).
+
+Each one is small and deterministic: failures depend on the attempt number,
+durations on a parameter, so no test needs shared state across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from daemon.kinds import Kind, Param
+from daemon.pipeline import ExportContext
+
+noop = Kind("noop", title="Does nothing (benchmarks)")
+
+
+@noop.step("Nothing")
+async def nothing(ctx: ExportContext) -> None:
+    return None
+
+
+three_steps = Kind("three-steps", params={"pause": Param("float", default=0.0)})
+
+
+async def _write(ctx: ExportContext, name: str) -> None:
+    await asyncio.sleep(ctx.params["pause"])
+    ctx.file(f"{name}.txt").write_text(f"{name} of {ctx.job.owner_id}\n")
+
+
+@three_steps.step("First")
+async def first(ctx: ExportContext) -> None:
+    await _write(ctx, "first")
+
+
+@three_steps.step("Second")
+async def second(ctx: ExportContext) -> None:
+    await _write(ctx, "second")
+
+
+@three_steps.step("Third")
+async def third(ctx: ExportContext) -> None:
+    await _write(ctx, "third")
+
+
+flaky = Kind("flaky", params={"fail_times": Param("int", default=0)})
+
+
+@flaky.step("Maybe fail")
+async def maybe_fail(ctx: ExportContext) -> None:
+    if ctx.job.attempt <= ctx.params["fail_times"]:
+        raise RuntimeError(f"planned failure {ctx.job.attempt}")
+    path = ctx.file("attempt.json")
+    path.write_text(json.dumps({"attempt": ctx.job.attempt}))
+    ctx.result["attempt"] = ctx.job.attempt
+
+
+rollback_fails = Kind("rollback-fails")
+
+
+@rollback_fails.step("Works")
+async def works(ctx: ExportContext) -> None:
+    ctx.state["worked"] = True
+
+
+@works.rollback
+async def works_undo(ctx: ExportContext) -> None:
+    raise OSError("cannot undo")
+
+
+@rollback_fails.step("Breaks")
+async def breaks(ctx: ExportContext) -> None:
+    raise ValueError("step two broke")
+
+
+slow = Kind("slow", params={"seconds": Param("float", default=5.0)})
+
+
+@slow.step("Working slowly")
+async def work_slowly(ctx: ExportContext) -> None:
+    """Checks for cancellation ten times a second, reports progress."""
+    total = max(1, int(ctx.params["seconds"] * 10))
+    for tick in range(total):
+        await ctx.check_cancelled()
+        await ctx.progress(tick, total, f"tick {tick}")
+        await asyncio.sleep(0.1)
+    ctx.file("slow.txt").write_text("done\n")
+
+
+busy = Kind("busy", params={"seconds": Param("float", default=5.0)})
+
+
+@busy.step("Busy, not checking")
+async def busy_work(ctx: ExportContext) -> None:
+    """One long await without cancellation checks (like a long computation)."""
+    await asyncio.sleep(ctx.params["seconds"])
+    ctx.file("busy.txt").write_text("done\n")
