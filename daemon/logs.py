@@ -55,3 +55,6 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # procrastinate logs every job start and end at INFO; exportd logs its own
+    # attempts with the job id, so keep only its warnings and errors.
+    logging.getLogger("procrastinate").setLevel(max(level, logging.WARNING))

@@ -88,7 +88,7 @@ async def wait_for(
     job_id: UUID,
     statuses: Iterable[JobStatus] = FINAL,
     *,
-    timeout: float = 30.0,
+    timeout: float = 30.0,  # noqa: ASYNC109 - a deadline for polling, not a cancel scope
 ) -> Job:
     """Poll the job row until its status is one of `statuses` (or fail at the deadline)."""
     wanted = set(statuses)

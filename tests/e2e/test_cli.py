@@ -73,7 +73,10 @@ def test_migrate_down_and_status(empty_db_url: str) -> None:
     assert run("migrate", env=env).returncode == 0
     down = run("migrate", "--down", "1", env=env)
     assert down.returncode == 0
-    assert down.stdout.split() == "rolled back 0003_queue_tracking rolled back 0002_views".split()
+    assert down.stdout.splitlines() == [
+        "rolled back 0003_queue_tracking",
+        "rolled back 0002_views",
+    ]
     status = run("migrate", "--status", env=env).stdout
     assert "0002     views" in status and "pending" in status
 
@@ -184,4 +187,3 @@ def check_up_session(proc: subprocess.Popen[str], data: Path) -> str:
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM exportd.jobs").fetchone() == (0,)
     return secret
-
