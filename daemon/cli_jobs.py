@@ -15,6 +15,7 @@ import getpass
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -38,7 +39,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 console = Console()
-errors = Console(stderr=True)
 
 
 def add_commands(commands: Any) -> None:
@@ -176,7 +176,10 @@ async def _next_event(conn: psycopg.AsyncConnection[Any], job_id: UUID) -> None:
 
 def _report(job: Job, settings: Settings, output: Path | None) -> int:
     if job.status is not JobStatus.COMPLETED:
-        errors.print(f"job {job.job_id} ended {job.status.value}: {job.error_message or ''}")
+        print(
+            f"exportd: job {job.job_id} ended {job.status.value}: {job.error_message or ''}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     size = job.package_size_bytes or 0
     console.print(f"completed: {size} bytes, sha256 {job.package_sha256}")
@@ -185,7 +188,10 @@ def _report(job: Job, settings: Settings, output: Path | None) -> int:
         shutil.copyfile(source, output)
         digest = hashlib.sha256(output.read_bytes()).hexdigest()
         if digest != job.package_sha256:
-            errors.print(f"{output}: sha256 mismatch (package changed while copying?)")
+            print(
+                f"exportd: {output}: sha256 mismatch (package changed while copying?)",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
         console.print(f"wrote {output}")
     return EXIT_OK
