@@ -12,17 +12,16 @@ import argparse
 import asyncio
 import getpass
 import shlex
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from types import FrameType
+from pathlib import Path
 
 from daemon import __version__
 from daemon.catalog import load_kinds
 from daemon.cli_jobs import add_commands
 from daemon.config import Settings, load_settings
 from daemon.database import connect, database_url, describe
+from daemon.demo import install_demo
 from daemon.errors import ConfigError, ExportdError
 from daemon.logs import configure_logging
 from daemon.migrations import Migrator
@@ -46,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         "up",
         help="run exportd on this host (embedded Postgres unless EXPORTD_DATABASE_URL is set)",
         description="Start the embedded PostgreSQL server when no database is configured, "
-        "apply migrations, and keep running until interrupted.",
+        "apply migrations, set up the demo exports (without EXPORTD_EXPORTS_FILE) and run "
+        "a worker until interrupted.",
     )
     up.set_defaults(handler=cmd_up)
 
@@ -138,30 +138,35 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.jwt_public_key_file is None:
         ensure_secret(settings)
-    stop = threading.Event()
-    _on_signals(lambda: stop.set())
+    user = getpass.getuser() or "dev"
     with database_url(settings) as url:
         with connect(url, autocommit=True) as conn:
             for label in Migrator(conn).upgrade():
                 print(f"applied {label}")
-        user = getpass.getuser() or "dev"
+            if settings.exports_file is None:
+                demo = install_demo(conn, settings, user)
+                print(f"demo data: demo.orders; demo exports: {demo}")
+        registry = load_kinds(settings, url)
         print(f"exportd {__version__} is up: {describe(url)}")
+        print(f"  kinds:       {', '.join(registry.names()) or '(none configured)'}")
         print(f"  inspect it:  psql {shlex.quote(url)}")
         if settings.jwt_public_key_file is None:
             token = mint_token(settings, subject=user, ttl_seconds=7 * 24 * 3600)
             print(f"  a token for {user!r} (7 days): {token}")
+        data_env = (
+            ""
+            if settings.data_dir == Path(".exportd")
+            else (f"EXPORTD_DATA_DIR={shlex.quote(str(settings.data_dir))} ")
+        )
+        if "orders" in registry:
+            print(
+                "  try it:      "
+                f"{data_env}.venv/bin/exportd export orders --wait --output orders.tar.gz"
+            )
         print("Press Ctrl-C to stop.", flush=True)
-        stop.wait()
+        code = asyncio.run(run_worker(settings, url, registry))
     print("stopped")
-    return 0
-
-
-def _on_signals(callback: Callable[[], None]) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        callback()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tarfile
 import sys
 import time
 from pathlib import Path
@@ -153,6 +154,25 @@ def test_up_starts_embedded_postgres_keeps_a_secret_and_stops_on_sigterm(tmp_pat
     ) as proc:
         try:
             secret = check_up_session(proc, data)
+            output = tmp_path / "orders.tar.gz"
+            demo = run(
+                "export",
+                "orders",
+                "--owner",
+                "alice",
+                "--wait",
+                "--output",
+                str(output),
+                env=env,
+                cwd=tmp_path,
+            )
+            assert demo.returncode == 0, demo.stderr
+            with tarfile.open(output) as tar:
+                names = [n.split("/", 1)[1] for n in tar.getnames()]
+                assert names == ["orders.csv", "totals.csv", "manifest.json"]
+                orders = tar.extractfile(tar.getmembers()[0])
+                assert orders is not None
+                assert len(orders.read().decode().splitlines()) == 2001  # header + rows
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0
             assert not (data / "pg" / "postmaster.pid").exists()
