@@ -96,7 +96,7 @@ class EmbeddedPostgres:
         with self._lock():
             running = self._read_running()
             if running is not None:
-                log.info("reusing embedded PostgreSQL", extra={"action": "pg.reuse"})
+                log.debug("reusing embedded PostgreSQL", extra={"action": "pg.reuse"})
                 self.server = running
                 return running
             if not (self.pgdata / "PG_VERSION").exists():

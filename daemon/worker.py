@@ -85,7 +85,9 @@ class WorkerDaemon:
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a closed terminal or a stray `kill -HUP` drains like SIGTERM
+        # instead of dropping running exports (there is nothing to reload).
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self.stop)
 
     async def run(self) -> int:
