@@ -19,6 +19,7 @@ step fails or the job is cancelled, the record is removed again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -84,7 +85,7 @@ async def record(ctx: ExportContext) -> None:
 async def unrecord(ctx: ExportContext) -> None:
     entry: Path | None = ctx.state.get("catalogue_entry")
     if entry is not None:
-        entry.unlink(missing_ok=True)
+        await asyncio.to_thread(entry.unlink, missing_ok=True)
 
 
 @tool.step("Checking the result")
