@@ -58,6 +58,7 @@ def check_arcname(name: str) -> str:
     pure = PurePosixPath(name)
     if (
         not name
+        or not pure.parts
         or pure.is_absolute()
         or any(part in ("", ".", "..") for part in pure.parts)
         or any(ord(ch) < 32 for ch in name)

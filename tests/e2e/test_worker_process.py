@@ -154,3 +154,22 @@ def test_unmigrated_database_at_start_is_one_line(empty_db_url: str, tmp_path: P
     assert (
         result.stderr == "exportd: the database schema is not up to date; run `exportd migrate`\n"
     )
+
+
+def test_invalid_exports_file_stops_the_worker_naming_kind_and_field(
+    db_url: str, tmp_path: Path
+) -> None:
+    exports = tmp_path / "exports.toml"
+    exports.write_text(
+        '[exports.orders]\nformat = "xml"\n[[exports.orders.queries]]\n'
+        'name = "o"\nsql = "SELECT 1"\n'
+    )
+    env = worker_env(db_url, tmp_path / "packages", EXPORTD_EXPORTS_FILE=str(exports))
+    result = subprocess.run(
+        [EXPORTD, "worker"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        "exportd: configuration error: EXPORTD_EXPORTS_FILE: exports.orders.format:"
+    )

@@ -115,6 +115,10 @@ async def test_always_failing_ends_rolled_back(aconn: AConn, db_url: str, tmp_pa
     assert done.error_message == "RuntimeError: planned failure 2"
     assert done.package_path is None
     assert [r[2] for r in await attempt_rows(aconn, job.job_id)] == ["failed", "failed"]
+    settings = fast_settings(tmp_path)
+    assert package_files(settings.storage_dir) == []
+    assert list((settings.storage_dir / ".work").iterdir()) == []
+    assert list((settings.storage_dir / ".tmp").iterdir()) == []
 
 
 async def test_failing_rollback_ends_failed(aconn: AConn, db_url: str, tmp_path: Path) -> None:
@@ -177,3 +181,17 @@ async def test_duplicate_execution_leaves_one_consistent_package(
     assert len(files) == 1
     assert hashlib.sha256(files[0].read_bytes()).hexdigest() == done.package_sha256
     assert [r[2] for r in await attempt_rows(aconn, job.job_id)] == ["lost", "succeeded"]
+
+
+async def test_priority_and_delay_are_honoured(aconn: AConn, db_url: str, tmp_path: Path) -> None:
+    low = await create(aconn, "noop", priority=-5)
+    high = await create(aconn, "noop", priority=5)
+    later = await create(aconn, "noop", priority=100, delay_seconds=1.0)
+    assert later.scheduled_at > later.created_at
+    async with running_worker(fast_settings(tmp_path, worker_concurrency=1), db_url):
+        done = [await wait_for(aconn, j.job_id) for j in (low, high, later)]
+    started = {j.job_id: j.started_at for j in done}
+    assert all(v is not None for v in started.values())
+    assert started[high.job_id] < started[low.job_id]  # type: ignore[operator]
+    # the delayed job, although of the highest priority, did not start before it was due
+    assert started[later.job_id] >= later.scheduled_at  # type: ignore[operator]
