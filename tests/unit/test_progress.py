@@ -38,9 +38,9 @@ def context(
         return None
 
     async def sink(
-        job_id: uuid.UUID, done: int, total: int, current: str | None, pct: int
+        job_id: uuid.UUID, done: int, total: int, current_step: str | None, percentage: int
     ) -> JobStatus:
-        writes.append((done, total, current, pct))
+        writes.append((done, total, current_step, percentage))
         return status
 
     info = JobInfo(uuid.uuid4(), "k", "alice", {}, 1, 1, datetime.now(UTC))
