@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import shlex
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from importlib.metadata import entry_points
 
 from daemon import __version__
 from daemon.catalog import load_kinds
 from daemon.cli_jobs import add_commands
 from daemon.config import Settings, load_settings
 from daemon.database import connect, database_url, describe
-from daemon.demo import install_demo
 from daemon.errors import ConfigError, ExportdError
 from daemon.logs import configure_logging
 from daemon.migrations import Migrator
-from daemon.tokens import ensure_secret, mint_token
+from daemon.tokens import mint_token
 from daemon.worker import run_worker
 
+COMMANDS_GROUP = "exportd.commands"
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
 
@@ -40,15 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"exportd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    up = commands.add_parser(
-        "up",
-        help="run exportd on this host (embedded Postgres unless EXPORTD_DATABASE_URL is set)",
-        description="Start the embedded PostgreSQL server when no database is configured, "
-        "apply migrations, set up the demo exports (without EXPORTD_EXPORTS_FILE) and run "
-        "a worker until interrupted.",
-    )
-    up.set_defaults(handler=cmd_up)
 
     migrate = commands.add_parser(
         "migrate",
@@ -86,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=cmd_worker)
 
     add_commands(commands)
+    # Commands of other packages (the HTTP API adds `web` and `up`): found by
+    # entry point, so this package never imports them.
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        entry.load()(commands)
     return parser
 
 
@@ -132,41 +125,6 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         print(f"exportd token: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return 0
-
-
-def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.jwt_public_key_file is None:
-        ensure_secret(settings)
-    user = getpass.getuser() or "dev"
-    with database_url(settings) as url:
-        with connect(url, autocommit=True) as conn:
-            for label in Migrator(conn).upgrade():
-                print(f"applied {label}")
-            if settings.exports_file is None:
-                demo = install_demo(conn, settings, user)
-                print(f"demo data: demo.orders; demo exports: {demo}")
-        registry = load_kinds(settings, url)
-        print(f"exportd {__version__} is up: {describe(url)}")
-        print(f"  kinds:       {', '.join(registry.names()) or '(none configured)'}")
-        print(f"  inspect it:  psql {shlex.quote(url)}")
-        if settings.jwt_public_key_file is None:
-            token = mint_token(settings, subject=user, ttl_seconds=7 * 24 * 3600)
-            print(f"  a token for {user!r} (7 days): {token}")
-        data_env = (
-            ""
-            if settings.data_dir == Path(".exportd")
-            else (f"EXPORTD_DATA_DIR={shlex.quote(str(settings.data_dir))} ")
-        )
-        if "orders" in registry:
-            print(
-                "  try it:      "
-                f"{data_env}.venv/bin/exportd export orders --wait --output orders.tar.gz"
-            )
-        print("Press Ctrl-C to stop.", flush=True)
-        code = asyncio.run(run_worker(settings, url, registry))
-    print("stopped")
-    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,49 @@
+"""Test helpers for the HTTP API: the real app over httpx (ASGI, lifespan run),
+tokens signed with the test secret."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from daemon.config import Settings
+from daemon.kinds import KindRegistry
+from tests.helpers import fast_settings, kinds_registry
+from web.app import create_app
+
+SECRET = "test-secret-that-is-long-enough-for-hs256-and-hs512-0123456789abcdef"
+
+
+def api_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return replace(fast_settings(tmp_path), **{"jwt_secret": SECRET, "rate_limit": None, **overrides})
+
+
+def token(sub: str = "alice", *, admin: bool = False, ttl: int = 3600, **claims: Any) -> str:
+    now = int(time.time())
+    body: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl, **claims}
+    if admin:
+        body["role"] = "admin"
+    return jwt.encode(body, SECRET, algorithm="HS256")
+
+
+def bearer(sub: str = "alice", *, admin: bool = False) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(sub, admin=admin)}"}
+
+
+@asynccontextmanager
+async def api_client(
+    settings: Settings, db_url: str, registry: KindRegistry | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """httpx against the real Starlette app (no server; lifespan started)."""
+    app = create_app(settings, db_url, registry or kinds_registry())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://exportd.test") as client:
+            yield client

@@ -1,0 +1,89 @@
+"""The Starlette application, built from the settings by `create_app`.
+
+Routes are listed here, one module per resource; errors are mapped in
+`web.errors`. The pool opens in the lifespan, so a process serves requests
+only once its database pool exists (requests fail fast with 503 while the
+database is down, never hang).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from daemon.config import Settings
+from daemon.errors import ExportdError
+from daemon.kinds import KindRegistry
+from daemon.queue import application_name
+from daemon.storage import PackageStorage
+from web import health, jobs
+from web.auth import Authenticator
+from web.context import ApiContext
+from web.errors import ApiError, handle_exception, handle_http_exception
+
+POOL_TIMEOUT_SECONDS = 5.0
+
+
+def routes() -> list[Route]:
+    api = jobs.API
+    return [
+        Route(f"{api}/jobs", jobs.create_job, methods=["POST"]),
+        Route(f"{api}/jobs", jobs.list_jobs, methods=["GET"]),
+        Route(f"{api}/jobs/{{job_id}}", jobs.get_job, methods=["GET"]),
+        Route(f"{api}/jobs/{{job_id}}/retry", jobs.retry_job, methods=["POST"]),
+        Route(f"{api}/jobs/{{job_id}}/cancel", jobs.cancel_job, methods=["POST"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+    ]
+
+
+def create_app(settings: Settings, database_url: str, registry: KindRegistry) -> Starlette:
+    auth = Authenticator(settings)  # refuses to build without a way to verify tokens
+    pool = AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=10,
+        timeout=POOL_TIMEOUT_SECONDS,
+        open=False,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"application_name": application_name("web"), "connect_timeout": 5},
+    )
+    ctx = ApiContext(
+        settings=settings,
+        registry=registry,
+        pool=pool,
+        auth=auth,
+        storage=PackageStorage(settings.storage_dir),
+        database_url=database_url,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await pool.open(wait=False)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        # Known errors are answered by ExceptionMiddleware; anything else goes to
+        # the Exception handler (a logged 500 without details).
+        exception_handlers={
+            ApiError: handle_exception,
+            ExportdError: handle_exception,
+            psycopg.OperationalError: handle_exception,
+            PoolTimeout: handle_exception,
+            HTTPException: handle_http_exception,
+            Exception: handle_exception,
+        },
+    )
+    app.state.ctx = ctx
+    return app

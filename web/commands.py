@@ -1,0 +1,108 @@
+"""`exportd web` and `exportd up`: the commands that serve the HTTP API.
+
+Registered with the `exportd` command through the `exportd.commands` entry
+point group (see pyproject.toml), so that `daemon` never imports `web`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import shlex
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__
+from daemon.catalog import load_kinds
+from daemon.config import Settings
+from daemon.database import connect, database_url, describe
+from daemon.demo import install_demo
+from daemon.errors import ConfigError
+from daemon.migrations import Migrator
+from daemon.tokens import ensure_secret, mint_token
+from web.server import run_web, serve_with_worker, server
+
+
+def register(commands: Any) -> None:
+    web = commands.add_parser(
+        "web",
+        help="serve the HTTP API under uvicorn",
+        description="Serve the HTTP API on EXPORTD_HOST:EXPORTD_PORT (or --host/--port) "
+        "until SIGTERM/SIGINT.",
+    )
+    web.add_argument("--host", default=None)
+    web.add_argument("--port", type=int, default=None)
+    web.add_argument("--workers", type=int, default=1, metavar="N", help="uvicorn processes")
+    web.set_defaults(handler=cmd_web)
+
+    up = commands.add_parser(
+        "up",
+        help="run everything on this host (embedded Postgres unless EXPORTD_DATABASE_URL is set)",
+        description="Start the embedded PostgreSQL server when no database is configured, "
+        "apply migrations, set up the demo exports (without EXPORTD_EXPORTS_FILE), and run "
+        "the API and a worker in one process until interrupted.",
+    )
+    up.set_defaults(handler=cmd_up)
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers < 1:
+        raise ConfigError("--workers", "must be at least 1")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise ConfigError("--port", "must be 1-65535")
+    with database_url(settings) as url:
+        registry = load_kinds(settings, url)
+        return run_web(
+            settings, url, registry, host=args.host, port=args.port, workers=args.workers
+        )
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.jwt_public_key_file is None:
+        ensure_secret(settings)
+    user = getpass.getuser() or "dev"
+    with database_url(settings) as url:
+        with connect(url, autocommit=True) as conn:
+            for label in Migrator(conn).upgrade():
+                print(f"applied {label}")
+            if settings.exports_file is None:
+                demo = install_demo(conn, settings, user)
+                print(f"demo data: demo.orders; demo exports: {demo}")
+        registry = load_kinds(settings, url)
+        srv = server(settings, url, registry)
+        base = f"http://{settings.host}:{settings.port}"
+        print(f"exportd {__version__} is up: {base} ({describe(url)})")
+        print(f"  kinds:       {', '.join(registry.names()) or '(none configured)'}")
+        print(f"  inspect it:  psql {shlex.quote(url)}")
+        if settings.jwt_public_key_file is None:
+            token = mint_token(settings, subject=user, ttl_seconds=7 * 24 * 3600)
+            print(f"  a token for {user!r} (7 days): {token}")
+            print(f'  export TOKEN="{token}"')
+            print(_demo_curl(base) if "orders" in registry else "")
+        data_env = (
+            ""
+            if settings.data_dir == Path(".exportd")
+            else f"EXPORTD_DATA_DIR={shlex.quote(str(settings.data_dir))} "
+        )
+        if "orders" in registry:
+            print(
+                f"  or from the shell: {data_env}.venv/bin/exportd export orders "
+                "--wait --output orders.tar.gz"
+            )
+        print("Press Ctrl-C to stop.", flush=True)
+        code = asyncio.run(serve_with_worker(settings, url, registry, srv))
+    print("stopped")
+    return code
+
+
+def _demo_curl(base: str) -> str:
+    return (
+        "  create a demo export:\n"
+        f'    curl -s -X POST {base}/api/v1/jobs -H "Authorization: Bearer $TOKEN" '
+        "-H 'Content-Type: application/json' "
+        '-d \'{"kind": "orders", "params": {"since": "2026-01-01"}}\'\n'
+        "  then download it (use the job_id it printed):\n"
+        f'    curl -OJ {base}/api/v1/jobs/JOB_ID/download -H "Authorization: Bearer $TOKEN"'
+    )

@@ -1,0 +1,112 @@
+"""Every error the API answers, as one JSON shape (DESIGN §6):
+
+    {"status": "error", "code": "PACKAGE_EXPIRED", "message": "…", "timestamp": "…Z"}
+
+Domain errors from `daemon` are mapped here, in one place; anything
+unexpected is logged with the request id and answered 500 INTERNAL_ERROR
+without a trace, SQL or path.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from daemon.errors import ExportdError, IdempotencyConflict, JobNotFound
+from daemon.exports import NotCancellable, NotRetryable
+from daemon.kinds import ParamError, UnknownKind
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An answer other than success: status code, error code, a safe message."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "status": "error",
+        "code": code,
+        "message": message,
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _from_exception(exc: Exception) -> ApiError | None:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, JobNotFound):
+        return ApiError(404, "JOB_NOT_FOUND", "no such job")
+    if isinstance(exc, UnknownKind):
+        return ApiError(400, "VALIDATION_ERROR", str(exc), field="kind")
+    if isinstance(exc, ParamError):
+        return ApiError(400, "VALIDATION_ERROR", str(exc), field=exc.field)
+    if isinstance(exc, IdempotencyConflict):
+        return ApiError(409, "IDEMPOTENCY_CONFLICT", str(exc))
+    if isinstance(exc, NotRetryable):
+        return ApiError(409, "JOB_NOT_RETRYABLE", str(exc))
+    if isinstance(exc, NotCancellable):
+        return ApiError(409, "JOB_NOT_CANCELLABLE", str(exc))
+    if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+        return ApiError(
+            503,
+            "DATABASE_UNAVAILABLE",
+            "the database is not reachable; try again shortly",
+            headers={"Retry-After": "5"},
+        )
+    return None
+
+
+async def handle_exception(request: Request, exc: Exception) -> Response:
+    known = _from_exception(exc)
+    if known is not None:
+        return error_response(known.status, known.code, known.message, known.headers, **known.extra)
+    if isinstance(exc, ExportdError):
+        log.warning("unmapped domain error: %s", exc, extra={"action": "api.error"})
+        return error_response(400, "BAD_REQUEST", str(exc))
+    log.exception(
+        "unexpected error",
+        extra={"action": "api.error", "request_id": request.headers.get("x-request-id")},
+    )
+    return error_response(500, "INTERNAL_ERROR", "unexpected error; it has been logged")
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+    code = codes.get(exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "ERROR")
+    message = {404: "no such route", 405: "method not allowed on this route"}.get(
+        exc.status_code, str(exc.detail)
+    )
+    return error_response(exc.status_code, code, message, dict(exc.headers or {}))

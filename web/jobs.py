@@ -1,0 +1,254 @@
+"""/api/v1/jobs: create, list, get, retry, cancel — and the job JSON."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from daemon import store
+from daemon.exports import ExportRequest, cancel_export, create_export, retry_export
+from daemon.models import Job, JobStatus
+from web.auth import Principal
+from web.context import ApiContext, api_context
+from web.errors import ApiError
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_IDEMPOTENCY_KEY = 255
+BODY_FIELDS = {"kind", "params", "priority", "delay_seconds", "max_attempts"}
+API = "/api/v1"
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """The job object of DESIGN §6."""
+    package = None
+    if job.package_sha256 is not None:
+        package = {
+            "size_bytes": job.package_size_bytes,
+            "sha256": job.package_sha256,
+            "expires_at": iso(job.package_expires_at),
+            "deleted_at": iso(job.package_deleted_at),
+            "download_url": f"{API}/jobs/{job.job_id}/download",
+            "download_count": job.download_count,
+            "last_downloaded_at": iso(job.last_downloaded_at),
+        }
+    return {
+        "job_id": str(job.job_id),
+        "kind": job.kind,
+        "status": job.status.value,
+        "owner_id": job.owner_id,
+        "params": job.params,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "progress": {
+            "steps_completed": job.steps_completed,
+            "steps_total": job.steps_total,
+            "current_step": job.current_step,
+            "percentage": job.progress_percentage,
+        },
+        "result": job.result,
+        "error_message": job.error_message,
+        "package": package,
+        "scheduled_at": iso(job.scheduled_at),
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "started_at": iso(job.started_at),
+        "completed_at": iso(job.completed_at),
+    }
+
+
+def parse_job_id(request: Request) -> UUID:
+    raw = request.path_params["job_id"]
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise ApiError(400, "INVALID_JOB_ID", "the job id must be a UUID") from None
+
+
+def check_visible(job: Job, principal: Principal, *, code: str = "FORBIDDEN") -> None:
+    if not principal.admin and job.owner_id != principal.subject:
+        raise ApiError(403, code, "this job belongs to someone else")
+
+
+async def visible_job(ctx: ApiContext, request: Request, principal: Principal) -> Job:
+    job_id = parse_job_id(request)
+    async with ctx.connection() as conn:
+        job = await store.get_job(conn, job_id)
+    check_visible(job, principal)
+    return job
+
+
+# -- create --------------------------------------------------------------------
+
+
+async def read_json_body(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the body may be at most {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(
+                413, "PAYLOAD_TOO_LARGE", f"the body may be at most {MAX_BODY_BYTES} bytes"
+            )
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "VALIDATION_ERROR", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "VALIDATION_ERROR", "the body must be a JSON object")
+    return body
+
+
+def export_request(body: dict[str, Any]) -> ExportRequest:
+    unknown = sorted(set(body) - BODY_FIELDS)
+    if unknown:
+        raise ApiError(400, "VALIDATION_ERROR", f"unknown field {unknown[0]!r}", field=unknown[0])
+    kind = body.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ApiError(400, "VALIDATION_ERROR", "kind is required", field="kind")
+    params = body.get("params", {})
+    if params is not None and not isinstance(params, dict):
+        raise ApiError(400, "VALIDATION_ERROR", "params must be an object", field="params")
+    return ExportRequest(
+        kind=kind,
+        params=params or {},
+        priority=body.get("priority", 0),
+        delay_seconds=body.get("delay_seconds", 0),
+        max_attempts=body.get("max_attempts"),
+    )
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+async def create_job(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    principal = ctx.principal(request)
+    key = idempotency_key(request)
+    export = export_request(await read_json_body(request))
+    async with ctx.connection() as conn:
+        job, created = await create_export(
+            conn, ctx.registry, export, owner_id=principal.subject, idempotency_key=key
+        )
+    location = f"{API}/jobs/{job.job_id}"
+    return JSONResponse(
+        {"data": job_json(job)}, status_code=202 if created else 200, headers={"Location": location}
+    )
+
+
+# -- list ----------------------------------------------------------------------
+
+
+def _cursor_key(ctx: ApiContext) -> bytes:
+    return hashlib.sha256(b"exportd-cursor\0" + str(ctx.auth.key).encode()).digest()
+
+
+def encode_cursor(ctx: ApiContext, job: Job) -> str:
+    payload = f"{job.created_at.isoformat()}|{job.job_id}".encode()
+    mac = hmac.new(_cursor_key(ctx), payload, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
+
+
+def decode_cursor(ctx: ApiContext, text: str) -> store.Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        mac, payload = raw[:16], raw[16:]
+        expected = hmac.new(_cursor_key(ctx), payload, hashlib.sha256).digest()[:16]
+        if not hmac.compare_digest(mac, expected):
+            raise ValueError("bad signature")
+        created, _, job_id = payload.decode().partition("|")
+        return store.Cursor(datetime.fromisoformat(created), UUID(job_id))
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "VALIDATION_ERROR", "invalid cursor", field="cursor") from None
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    principal = ctx.principal(request)
+    query = request.query_params
+    unknown = sorted(set(query) - {"status", "kind", "limit", "cursor", "owner"})
+    if unknown:
+        raise ApiError(
+            400, "VALIDATION_ERROR", f"unknown parameter {unknown[0]!r}", field=unknown[0]
+        )
+    status = None
+    if query.get("status"):
+        try:
+            status = JobStatus(query["status"])
+        except ValueError:
+            raise ApiError(400, "VALIDATION_ERROR", "unknown status", field="status") from None
+    limit_text = query.get("limit", "50")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= store.MAX_PAGE:
+        raise ApiError(400, "VALIDATION_ERROR", f"limit must be 1-{store.MAX_PAGE}", field="limit")
+    # Admins see every owner's jobs, or one owner's with owner=; others their own.
+    owner: str | None = None if principal.admin else principal.subject
+    if "owner" in query:
+        if not principal.admin and query["owner"] != principal.subject:
+            raise ApiError(403, "FORBIDDEN", "only admins may list other owners' jobs")
+        owner = query["owner"] or owner
+    kind = query.get("kind") or None
+    for name, value in (("kind", kind), ("owner", owner)):
+        if value is not None and ("\x00" in value or len(value) > 255):
+            raise ApiError(400, "VALIDATION_ERROR", f"invalid {name}", field=name)
+    after = decode_cursor(ctx, query["cursor"]) if query.get("cursor") else None
+    limit = int(limit_text)
+    async with ctx.connection() as conn:
+        jobs = await store.list_jobs(
+            conn, owner_id=owner, status=status, kind=kind, after=after, limit=limit
+        )
+    next_cursor = encode_cursor(ctx, jobs[-1]) if len(jobs) == limit else None
+    return JSONResponse({"data": [job_json(j) for j in jobs], "next_cursor": next_cursor})
+
+
+# -- one job -------------------------------------------------------------------
+
+
+async def get_job(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    principal = ctx.principal(request)
+    return JSONResponse({"data": job_json(await visible_job(ctx, request, principal))})
+
+
+async def retry_job(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    principal = ctx.principal(request)
+    job = await visible_job(ctx, request, principal)
+    async with ctx.connection() as conn:
+        job = await retry_export(conn, ctx.registry, job.job_id)
+    return JSONResponse({"data": job_json(job)})
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    principal = ctx.principal(request)
+    job = await visible_job(ctx, request, principal)
+    async with ctx.connection() as conn:
+        job = await cancel_export(conn, job.job_id)
+    return JSONResponse({"data": job_json(job)}, status_code=202)

@@ -1,0 +1,109 @@
+"""Serving the app: `exportd web` (uvicorn) and `exportd up` (uvicorn + worker in one process).
+
+uvicorn and procrastinate both want SIGTERM; in `up` one handler stops both:
+uvicorn's own handling is kept for the server, and the worker is stopped
+when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+
+from daemon.config import Settings
+from daemon.errors import ConfigError
+from daemon.kinds import KindRegistry
+from daemon.worker import WorkerDaemon
+from web.app import create_app
+
+
+def server(
+    settings: Settings,
+    database_url: str,
+    registry: KindRegistry,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+) -> uvicorn.Server:
+    app = create_app(settings, database_url, registry)
+    config = uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,  # exportd's logging (text or JSON) applies
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
+def run_web(
+    settings: Settings,
+    database_url: str,
+    registry: KindRegistry,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+) -> int:
+    """`exportd web`: serve until SIGTERM/SIGINT (uvicorn's graceful shutdown)."""
+    if workers > 1:
+        # Several processes: uvicorn's supervisor imports the app by name and
+        # each process builds it from the same environment.
+        if not settings.database_url:
+            raise ConfigError("EXPORTD_DATABASE_URL", "--workers > 1 needs a configured database")
+        uvicorn.run(
+            "web.asgi:build",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+        return 0
+    srv = server(settings, database_url, registry, host=host, port=port)
+    _quiet_after_shutdown()
+    srv.run()
+    return 0
+
+
+def _quiet_after_shutdown(on_signal: Callable[[], None] | None = None) -> None:
+    """uvicorn re-raises the signal that stopped it once it has shut down; with
+    the default handlers that kills the process (status 143) — or, in `up`, the
+    worker before it drained. These handlers make that last signal harmless."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if on_signal is not None:
+            on_signal()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
+async def serve_with_worker(
+    settings: Settings, database_url: str, registry: KindRegistry, srv: uvicorn.Server
+) -> int:
+    """`exportd up`: the API and a worker in one event loop, stopped together."""
+    worker = WorkerDaemon(settings, database_url, registry)
+    loop = asyncio.get_running_loop()
+
+    def stop_worker() -> None:
+        loop.call_soon_threadsafe(worker.stop)
+
+    _quiet_after_shutdown(stop_worker)
+    worker_task = asyncio.create_task(worker.run())
+    try:
+        await srv.serve()  # returns after SIGINT/SIGTERM (uvicorn's handlers)
+    finally:
+        worker.stop()
+        await worker_task
+    return 0
