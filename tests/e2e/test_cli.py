@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
 
+import httpx
 import jwt
 import psycopg
 import pytest
@@ -143,17 +145,29 @@ def test_token_rejects_a_non_positive_ttl() -> None:
 @pytest.mark.slow
 def test_up_starts_embedded_postgres_keeps_a_secret_and_stops_on_sigterm(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = clean_env(EXPORTD_DATA_DIR=str(data))
+    port = free_port()
+    env = clean_env(EXPORTD_DATA_DIR=str(data), EXPORTD_PORT=str(port))
+    log = (tmp_path / "up.log").open("w")
     with subprocess.Popen(
         [EXPORTD, "up"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     ) as proc:
         try:
-            secret = check_up_session(proc, data)
+            secret, token = check_up_session(proc, data)
+            # the API answers in the same process, with the printed token
+            headers = {"Authorization": f"Bearer {token}"}
+            base = f"http://127.0.0.1:{port}/api/v1"
+            created = httpx.post(f"{base}/jobs", json={"kind": "orders"}, headers=headers)
+            assert created.status_code == 202, created.text
+            job_url = f"{base}/jobs/{created.json()['data']['job_id']}"
+            deadline = time.monotonic() + 30
+            while httpx.get(job_url, headers=headers).json()["data"]["status"] != "completed":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
             output = tmp_path / "orders.tar.gz"
             demo = run(
                 "export",
@@ -180,12 +194,19 @@ def test_up_starts_embedded_postgres_keeps_a_secret_and_stops_on_sigterm(tmp_pat
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            log.close()
     # a second run reuses the secret
     second = run("token", "--sub", "x", env=env, cwd=tmp_path)
     assert jwt.decode(second.stdout.strip(), secret, algorithms=["HS256"])["sub"] == "x"
 
 
-def check_up_session(proc: subprocess.Popen[str], data: Path) -> str:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def check_up_session(proc: subprocess.Popen[str], data: Path) -> tuple[str, str]:
     """Read `up`'s banner, check the token and the database it names; return the secret."""
     assert proc.stdout is not None
     lines = []
@@ -206,4 +227,4 @@ def check_up_session(proc: subprocess.Popen[str], data: Path) -> str:
     url = next(line for line in lines if "psql" in line).split("psql ", 1)[1].strip().strip("'")
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM exportd.jobs").fetchone() == (0,)
-    return secret
+    return secret, token

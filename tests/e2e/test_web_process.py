@@ -1,0 +1,91 @@
+"""`exportd web` as a process: serves on the configured port, stops cleanly."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api_helpers import SECRET, bearer
+from tests.e2e.processes import EXPORTD, worker_env
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, "exportd web exited"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "exportd web did not answer"
+        time.sleep(0.05)
+
+
+def test_web_serves_and_stops_on_sigterm(db_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = worker_env(db_url, tmp_path / "packages", EXPORTD_JWT_SECRET=SECRET)
+    log = (tmp_path / "web.log").open("w")
+    with subprocess.Popen(
+        [EXPORTD, "web", "--host", "127.0.0.1", "--port", str(port)], env=env, stderr=log
+    ) as proc:
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until_up(f"{base}/healthz", proc)
+            assert httpx.get(f"{base}/readyz").status_code == 200
+            created = httpx.post(f"{base}/api/v1/jobs", json={"kind": "noop"}, headers=bearer())
+            assert created.status_code == 202
+            assert httpx.get(f"{base}/api/v1/jobs", headers=bearer()).status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def test_web_refuses_to_start_without_a_secret(db_url: str, tmp_path: Path) -> None:
+    env = worker_env(db_url, tmp_path / "packages", EXPORTD_DATA_DIR=str(tmp_path / "data"))
+    result = subprocess.run(
+        [EXPORTD, "web", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("exportd: configuration error: EXPORTD_JWT_SECRET: not set")
+
+
+def test_readyz_is_503_until_migrated(empty_db_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = worker_env(empty_db_url, tmp_path / "packages", EXPORTD_JWT_SECRET=SECRET)
+    log = (tmp_path / "web.log").open("w")
+    with subprocess.Popen([EXPORTD, "web", "--port", str(port)], env=env, stderr=log) as proc:
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["database"] == "migrations pending"
+            subprocess.run([EXPORTD, "migrate"], env=env, check=True, capture_output=True)
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            log.close()
