@@ -22,7 +22,8 @@ SECRET = "test-secret-that-is-long-enough-for-hs256-and-hs512-0123456789abcdef"
 
 
 def api_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return replace(fast_settings(tmp_path), **{"jwt_secret": SECRET, "rate_limit": None, **overrides})
+    values: dict[str, Any] = {"jwt_secret": SECRET, "rate_limit": None, **overrides}
+    return replace(fast_settings(tmp_path), **values)
 
 
 def token(sub: str = "alice", *, admin: bool = False, ttl: int = 3600, **claims: Any) -> str:
