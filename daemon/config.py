@@ -93,6 +93,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: str = "text"
+    # URL prefix of an nginx `internal` location mapped to storage_dir. When
+    # set, authorised downloads are answered with X-Accel-Redirect and nginx
+    # streams the file.
+    accel_redirect: str | None = None
 
     @property
     def embedded_pg_dir(self) -> Path:
@@ -220,6 +224,17 @@ def _log_format(raw: Any) -> str:
     return text
 
 
+def _accel_prefix(raw: Any) -> str:
+    text = _text(raw).strip()
+    if not (text.startswith("/") and text.endswith("/")) or any(
+        part in {".", ".."} for part in text.split("/")
+    ):
+        raise ValueError(f"must be a URL path that starts and ends with '/', got {raw!r}")
+    if not text.isascii() or not text.isprintable() or " " in text:
+        raise ValueError(f"must be printable ASCII without spaces, got {raw!r}")
+    return text
+
+
 def _jwt_secret(raw: Any) -> str:
     secret = _text(raw)
     if len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
@@ -253,6 +268,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "host": _text,
     "port": _port,
     "log_format": _log_format,
+    "accel_redirect": _accel_prefix,
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 from daemon.kinds import Kind, Param
 from daemon.pipeline import ExportContext
@@ -41,6 +42,20 @@ async def second(ctx: ExportContext) -> None:
 @three_steps.step("Third")
 async def third(ctx: ExportContext) -> None:
     await _write(ctx, "third")
+
+
+blob = Kind("blob", params={"size": Param("int", default=300_000)})
+
+
+@blob.step("Random bytes")
+async def random_bytes(ctx: ExportContext) -> None:
+    """Incompressible data, so the package is about `size` bytes (downloads)."""
+    with ctx.file("blob.bin").open("wb") as out:
+        left = ctx.params["size"]
+        while left > 0:
+            chunk = os.urandom(min(left, 1 << 20))
+            out.write(chunk)
+            left -= len(chunk)
 
 
 flaky = Kind("flaky", params={"fail_times": Param("int", default=0)})

@@ -22,7 +22,7 @@ from daemon.errors import ExportdError
 from daemon.kinds import KindRegistry
 from daemon.queue import application_name
 from daemon.storage import PackageStorage
-from web import health, jobs
+from web import download, health, jobs
 from web.auth import Authenticator
 from web.context import ApiContext
 from web.errors import ApiError, handle_exception, handle_http_exception
@@ -38,6 +38,7 @@ def routes() -> list[Route]:
         Route(f"{api}/jobs/{{job_id}}", jobs.get_job, methods=["GET"]),
         Route(f"{api}/jobs/{{job_id}}/retry", jobs.retry_job, methods=["POST"]),
         Route(f"{api}/jobs/{{job_id}}/cancel", jobs.cancel_job, methods=["POST"]),
+        Route(f"{api}/jobs/{{job_id}}/download", download.download, methods=["GET", "HEAD"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
     ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import psycopg
 
 EXPORTD = str(Path(sys.executable).with_name("exportd"))
@@ -133,3 +134,48 @@ def outcomes(db_url: str, job_id: UUID) -> list[tuple[str, str | None]]:
 
 def packages(storage: Path) -> list[Path]:
     return sorted(p for p in storage.rglob("*.tar.gz") if ".tmp" not in p.parts)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, "the server exited"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer"
+        time.sleep(0.05)
+
+
+@contextmanager
+def web(env: dict[str, str], tmp_path: Path, name: str = "web") -> Iterator[str]:
+    """Start `exportd web` on a free loopback port; yields its base URL."""
+    port = free_port()
+    log = (tmp_path / f"{name}.log").open("w")
+    proc = subprocess.Popen(
+        [EXPORTD, "web", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{base}/healthz", proc)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait(timeout=30)
+        log.close()

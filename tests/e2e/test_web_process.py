@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api_helpers import SECRET, bearer
-from tests.e2e.processes import EXPORTD, worker_env
+from tests.e2e.processes import EXPORTD, free_port, wait_until_up, worker_env
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, "exportd web exited"
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "exportd web did not answer"
-        time.sleep(0.05)
 
 
 def test_web_serves_and_stops_on_sigterm(db_url: str, tmp_path: Path) -> None:

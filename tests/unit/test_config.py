@@ -106,7 +106,16 @@ INVALID = [
     ("EXPORTD_HOST", " "),
     ("EXPORTD_CONFIG", "/nonexistent/exportd.toml"),
     ("EXPORTD_RETENTION_DAYS", "30"),  # unknown variable (typo)
+    ("EXPORTD_ACCEL_REDIRECT", "protected/"),
+    ("EXPORTD_ACCEL_REDIRECT", "/protected"),
+    ("EXPORTD_ACCEL_REDIRECT", "/a/../b/"),
+    ("EXPORTD_ACCEL_REDIRECT", "/with space/"),
 ]
+
+
+def test_accel_redirect_prefix() -> None:
+    assert load_settings({}).accel_redirect is None
+    assert load_settings({"EXPORTD_ACCEL_REDIRECT": "/protected/"}).accel_redirect == "/protected/"
 
 
 @pytest.mark.parametrize(("variable", "value"), INVALID)

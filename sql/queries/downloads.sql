@@ -1,0 +1,43 @@
+-- Statements on exportd.downloads (daemon/downloads.py is the only caller).
+-- A download is recorded when its first byte is about to be sent and closed
+-- when the response ends, however it ends (finished, client gone, error).
+
+-- name: start_download
+INSERT INTO exportd.downloads (job_id, subject, range_header, status_code, started_at)
+VALUES (%(job_id)s, %(subject)s, %(range_header)s, %(status_code)s,
+        coalesce(%(now)s::timestamptz, now()))
+RETURNING download_id
+
+-- name: finish_download
+-- Closes the download row and counts a completed download on the job — in
+-- one statement, so the two never disagree. A response that delivered the
+-- file's last byte counts unless the job's previous completed download ended
+-- less than %(session_seconds)s before this response started: the pieces of
+-- a multi-connection download (aria2c -x8, whose first full GET may also
+-- run to the end) and a resumed download are one download. The UPDATE takes
+-- the job's row lock and re-reads last_downloaded_at after waiting, so
+-- concurrent completions are decided one after the other.
+WITH finished AS (
+    UPDATE exportd.downloads
+       SET bytes_sent = %(bytes_sent)s,
+           completed = %(completed)s,
+           finished_at = coalesce(%(now)s::timestamptz, now())
+     WHERE download_id = %(download_id)s
+    RETURNING job_id, completed, started_at, finished_at
+)
+UPDATE exportd.jobs AS j
+   SET download_count = j.download_count + CASE
+           WHEN j.last_downloaded_at IS NULL
+             OR j.last_downloaded_at
+                < finished.started_at - make_interval(secs => %(session_seconds)s)
+           THEN 1 ELSE 0 END,
+       last_downloaded_at = greatest(j.last_downloaded_at, finished.finished_at)
+  FROM finished
+ WHERE j.job_id = finished.job_id AND finished.completed
+
+-- name: downloads_of_job
+SELECT download_id, job_id, subject, range_header, status_code, bytes_sent,
+       started_at, finished_at, completed
+  FROM exportd.downloads
+ WHERE job_id = %(job_id)s
+ ORDER BY download_id
