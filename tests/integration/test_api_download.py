@@ -328,7 +328,7 @@ async def test_file_deleted_while_streaming_completes(
     async with api_client(settings, db_url) as client:
         async with client.stream("GET", url(job.job_id), headers=ALICE) as response:
             assert response.status_code == 200
-            chunks = []
+            chunks: list[bytes] = []
             async for chunk in response.aiter_bytes():
                 if not chunks:
                     for path in settings.storage_dir.rglob("*.tar.gz"):
