@@ -3,6 +3,7 @@ tokens signed with the test secret."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,8 @@ from typing import Any
 
 import httpx
 import jwt
+import uvicorn
+from starlette.applications import Starlette
 
 from daemon.config import Settings
 from daemon.kinds import KindRegistry
@@ -48,3 +51,23 @@ async def api_client(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://exportd.test") as client:
             yield client
+
+
+@asynccontextmanager
+async def live_app(
+    settings: Settings, db_url: str, registry: KindRegistry | None = None
+) -> AsyncIterator[tuple[str, Starlette]]:
+    """The real app under a real uvicorn on a free loopback port, in this loop."""
+    app = create_app(settings, db_url, registry or kinds_registry())
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)

@@ -15,6 +15,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from daemon.config import Settings
@@ -22,7 +23,7 @@ from daemon.errors import ExportdError
 from daemon.kinds import KindRegistry
 from daemon.queue import application_name
 from daemon.storage import PackageStorage
-from web import download, health, jobs
+from web import download, events, health, jobs, metrics, openapi
 from web.auth import Authenticator
 from web.context import ApiContext
 from web.errors import ApiError, handle_exception, handle_http_exception
@@ -39,8 +40,11 @@ def routes() -> list[Route]:
         Route(f"{api}/jobs/{{job_id}}/retry", jobs.retry_job, methods=["POST"]),
         Route(f"{api}/jobs/{{job_id}}/cancel", jobs.cancel_job, methods=["POST"]),
         Route(f"{api}/jobs/{{job_id}}/download", download.download, methods=["GET", "HEAD"]),
+        Route(f"{api}/jobs/{{job_id}}/events", events.job_events, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
     ]
 
 
@@ -64,16 +68,21 @@ def create_app(settings: Settings, database_url: str, registry: KindRegistry) ->
         database_url=database_url,
     )
 
+    hub = events.EventHub(database_url)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await pool.open(wait=False)
+        hub.start()
         try:
             yield
         finally:
+            await hub.stop()
             await pool.close()
 
     app = Starlette(
         routes=routes(),
+        middleware=[Middleware(metrics.MetricsMiddleware)],
         lifespan=lifespan,
         # Known errors are answered by ExceptionMiddleware; anything else goes to
         # the Exception handler (a logged 500 without details).
@@ -87,4 +96,5 @@ def create_app(settings: Settings, database_url: str, registry: KindRegistry) ->
         },
     )
     app.state.ctx = ctx
+    app.state.events = hub
     return app

@@ -35,6 +35,9 @@ class ApiContext:
     auth: Authenticator
     storage: PackageStorage
     database_url: str
+    # Seconds without an event after which an SSE stream sends a comment, so
+    # proxies and clients keep the connection open.
+    keepalive_seconds: float = 15.0
     limiter: MovingWindowRateLimiter = field(
         default_factory=lambda: MovingWindowRateLimiter(MemoryStorage())
     )

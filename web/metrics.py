@@ -1,10 +1,185 @@
-"""Prometheus metrics of the API process (GET /metrics)."""
+"""GET /metrics: Prometheus metrics of this API process and of the job table.
+
+Two kinds of figures:
+
+- counters and histograms this process keeps (requests by route template and
+  status, request durations, download bytes) in prometheus-client's default
+  registry — per process, like every Prometheus client; sum them across
+  processes in the query;
+- figures read from PostgreSQL at scrape time (jobs by status, queue depth,
+  the duration of recently completed jobs, packages on disk), so they are the
+  same whichever process is scraped and need no worker endpoint. That read
+  has a deadline: with the database down, /metrics still answers at once with
+  the process metrics and `exportd_database_up 0`.
+
+/metrics needs no token; keep it on an internal network.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import asyncio
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from daemon.models import JobStatus
+from daemon.sqlfiles import named_queries
+from web.context import api_context
+
+Q = named_queries("metrics")
+SCRAPE_DEADLINE_SECONDS = 2.0
+# Upper bounds (seconds) of the job duration buckets.
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+
+REQUESTS = Counter(
+    "exportd_http_requests",
+    "HTTP requests answered, by route template, method and status code",
+    ["route", "method", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "exportd_http_request_duration_seconds",
+    "Time to the start of the response (downloads: not the transfer), by route template",
+    ["route"],
+)
 # Incremented by web.download with the body bytes each download response sent.
 DOWNLOAD_BYTES = Counter(
     "exportd_download_bytes", "Package bytes sent by download responses (exportd itself)"
 )
+
+
+class MetricsMiddleware:
+    """Counts every request under its route template (bounded label values)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def observing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                REQUEST_SECONDS.labels(_route(scope)).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            REQUESTS.labels(_route(scope), scope["method"], str(status["code"])).inc()
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class DatabaseFigures(Collector):
+    """The figures read from PostgreSQL for one scrape."""
+
+    def __init__(self, rows: dict[str, Any] | None) -> None:
+        self.rows = rows
+
+    def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily("exportd_database_up", "1 when this scrape could read the database")
+        up.add_metric([], 0 if self.rows is None else 1)
+        yield up
+        if self.rows is None:
+            return
+        jobs = GaugeMetricFamily(
+            "exportd_jobs", "Jobs in exportd.jobs by status", labels=["status"]
+        )
+        counts = {str(s): int(n) for s, n in self.rows["by_status"]}
+        for status in JobStatus:
+            jobs.add_metric([status.value], counts.get(status.value, 0))
+        yield jobs
+        depth = GaugeMetricFamily(
+            "exportd_queue_depth", "Queue entries waiting to run, by queue", labels=["queue"]
+        )
+        for queue, n in self.rows["queue"]:
+            depth.add_metric([str(queue)], int(n))
+        yield depth
+        oldest = GaugeMetricFamily(
+            "exportd_queue_oldest_pending_seconds", "Age of the oldest job waiting to run"
+        )
+        oldest.add_metric([], float(self.rows["oldest_pending"] or 0.0))
+        yield oldest
+        yield self._durations(self.rows)
+        packages = GaugeMetricFamily("exportd_packages", "Packages in storage")
+        packages.add_metric([], int(self.rows["packages"]))
+        yield packages
+        size = GaugeMetricFamily("exportd_package_bytes", "Bytes of the packages in storage")
+        size.add_metric([], int(self.rows["package_bytes"]))
+        yield size
+
+    @staticmethod
+    def _durations(rows: dict[str, Any]) -> GaugeHistogramMetricFamily:
+        # A gauge histogram: jobs completed in the last hour, recomputed at
+        # every scrape (it may go down), not a counter since process start.
+        family = GaugeHistogramMetricFamily(
+            "exportd_job_duration_seconds",
+            "Run time (started_at to completed_at) of jobs completed in the last hour",
+        )
+        cumulative = [int(n) for n in rows["durations"]]
+        buckets = [(str(b), n) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
+        buckets.append(("+Inf", int(rows["duration_count"])))
+        family.add_metric([], buckets, gsum_value=float(rows["duration_sum"]))
+        return family
+
+
+async def _read_figures(request: Request) -> dict[str, Any] | None:
+    ctx = api_context(request)
+
+    async def read() -> dict[str, Any]:
+        async with ctx.pool.connection(timeout=SCRAPE_DEADLINE_SECONDS) as conn:
+            await conn.execute("SET statement_timeout = '2s'")
+            by_status = await (await conn.execute(Q["jobs_by_status"])).fetchall()
+            queue = await (await conn.execute(Q["queue_depth"])).fetchall()
+            cur = await conn.execute(Q["job_figures"], {"buckets": list(DURATION_BUCKETS)})
+            row = await cur.fetchone()
+            await conn.execute("RESET statement_timeout")
+        assert row is not None
+        oldest, durations, duration_count, duration_sum, packages, package_bytes = row
+        return {
+            "by_status": by_status,
+            "queue": queue,
+            "oldest_pending": oldest,
+            "durations": durations,
+            "duration_count": duration_count,
+            "duration_sum": duration_sum,
+            "packages": packages,
+            "package_bytes": package_bytes,
+        }
+
+    try:
+        return await asyncio.wait_for(read(), timeout=SCRAPE_DEADLINE_SECONDS + 0.5)
+    except Exception:
+        return None
+
+
+def _exposition(registries: Iterable[CollectorRegistry]) -> bytes:
+    return b"".join(generate_latest(r) for r in registries)
+
+
+async def metrics(request: Request) -> Response:
+    figures = CollectorRegistry()
+    figures.register(DatabaseFigures(await _read_figures(request)))
+    return Response(_exposition((REGISTRY, figures)), media_type=CONTENT_TYPE_LATEST)

@@ -80,6 +80,7 @@ async def test_exportd_adds_no_commit_per_job(aconn: AConn, db_url: str, tmp_pat
     ours = await exportd_jobs(db_url, aconn, tmp_path)
     print(f"write transactions per job: procrastinate {raw:.2f}, exportd {ours:.2f}")
     assert raw >= 3  # defer, fetch, finish
-    # Per job the same; per worker start, the rescue task's first tick (its
-    # deferral, fetch and finish) adds three transactions in all.
-    assert (ours - raw) * N <= 5
+    # Per job the same. The rescue task's ticks (deferral, fetch and finish:
+    # three transactions each) come on top: one at worker start, and one
+    # more when the run crosses a minute boundary — at most two.
+    assert (ours - raw) * N <= 2 * 3 + 2

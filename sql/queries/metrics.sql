@@ -1,0 +1,36 @@
+-- Figures GET /metrics reads at scrape time (web/metrics.py).
+
+-- name: jobs_by_status
+SELECT status::text, count(*) FROM exportd.jobs GROUP BY status
+
+-- name: queue_depth
+-- Entries waiting to run (due or scheduled later), by procrastinate queue.
+SELECT queue_name, count(*)
+  FROM procrastinate_jobs
+ WHERE status = 'todo'
+ GROUP BY queue_name
+
+-- name: job_figures
+-- One row: age of the oldest due pending job; cumulative counts of the run
+-- times of jobs completed in the last hour at each bucket bound, their count
+-- and sum; live packages and their bytes.
+WITH recent AS (
+    SELECT extract(epoch FROM completed_at - started_at)::float8 AS seconds
+      FROM exportd.jobs
+     WHERE status = 'completed'
+       AND completed_at >= now() - interval '1 hour'
+       AND started_at IS NOT NULL
+)
+SELECT (SELECT extract(epoch FROM now() - min(scheduled_at))::float8
+          FROM exportd.jobs
+         WHERE status = 'pending' AND scheduled_at <= now()) AS oldest_pending,
+       ARRAY(SELECT count(recent.seconds) FILTER (WHERE recent.seconds <= b.bound)
+               FROM unnest(%(buckets)s::float8[]) WITH ORDINALITY AS b(bound, i)
+               LEFT JOIN recent ON true
+              GROUP BY b.i
+              ORDER BY b.i) AS durations,
+       (SELECT count(*) FROM recent) AS duration_count,
+       (SELECT coalesce(sum(seconds), 0) FROM recent) AS duration_sum,
+       (SELECT count(*) FROM exportd.jobs WHERE package_path IS NOT NULL) AS packages,
+       (SELECT coalesce(sum(package_size_bytes), 0)
+          FROM exportd.jobs WHERE package_path IS NOT NULL) AS package_bytes

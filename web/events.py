@@ -1,0 +1,266 @@
+"""GET /api/v1/jobs/{id}/events: live status and progress as Server-Sent Events.
+
+The worker announces every status or progress change of a job on the
+PostgreSQL channel `exportd_job_events` (a trigger, migration 0003). Each API
+process holds ONE connection that LISTENs to it (`EventHub`) and fans the
+notifications out to the streams open in that process, keyed by job id — a
+thousand clients following jobs cost one database connection, not a
+thousand.
+
+A stream sends the job as a `status` event first, then `status` events (the
+whole job, re-read) and `progress` events (the progress fields of the
+notification) as they happen, a `: keep-alive` comment when nothing happened
+for `keepalive_seconds`, and ends after a final status. The subscription is
+made before the job is read, so no change between the read and the first
+notification is lost. When the LISTEN connection drops, the hub reconnects
+with backoff and tells every stream to re-read its job, so a client never
+misses the final status even if the notification itself was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from daemon import store
+from daemon.models import Job, JobStatus
+from daemon.queue import application_name
+from daemon.sqlfiles import named_queries
+from web.context import api_context
+from web.jobs import check_visible, job_json, parse_job_id
+
+log = logging.getLogger(__name__)
+
+Q = named_queries("events")
+CHANNEL = "exportd_job_events"
+# A stream that falls this far behind (a client reading slowly while a job
+# reports progress) drops its backlog and re-reads the job instead.
+QUEUE_SIZE = 64
+RECONNECT_MIN_SECONDS = 0.2
+RECONNECT_MAX_SECONDS = 5.0
+# Statuses after which nothing more happens without a manual retry.
+FINAL = frozenset({JobStatus.COMPLETED, JobStatus.ROLLED_BACK, JobStatus.CANCELLED})
+PROGRESS_FIELDS = ("job_id", "steps_completed", "steps_total", "current_step", "percentage")
+
+# Put on a stream's queue instead of a notification: "re-read the job".
+RESYNC: dict[str, Any] = {"resync": True}
+
+
+class EventHub:
+    """One LISTEN connection per process, fanned out to per-stream queues."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.subscribers: dict[UUID, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self.connections = 0  # successful (re)connects, for tests and logs
+        self.listening = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="exportd-event-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def _run(self) -> None:
+        delay = RECONNECT_MIN_SECONDS
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.listening.clear()
+                log.warning(
+                    "event listener lost its connection (%s); reconnecting in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                    extra={"action": "events.reconnect"},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+            else:
+                delay = RECONNECT_MIN_SECONDS
+
+    async def _listen(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self.database_url,
+            autocommit=True,
+            connect_timeout=5,
+            application_name=application_name("web-events"),
+        )
+        self._conn = conn
+        try:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            self.connections += 1
+            self.listening.set()
+            # Anything announced while there was no connection is lost:
+            # every stream re-reads its job.
+            self._broadcast_resync()
+            async for notify in conn.notifies():
+                self._dispatch(notify.payload)
+        finally:
+            self.listening.clear()
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    # -- fan-out ----------------------------------------------------------------
+
+    def subscribe(self, job_id: UUID) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self.subscribers.setdefault(job_id, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, job_id: UUID, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        queues = self.subscribers.get(job_id)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self.subscribers[job_id]
+
+    @property
+    def streams(self) -> int:
+        return sum(len(q) for q in self.subscribers.values())
+
+    def _dispatch(self, payload: str) -> None:
+        try:
+            event = json.loads(payload)
+            job_id = UUID(event["job_id"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed job event", extra={"action": "events.malformed"})
+            return
+        for queue in self.subscribers.get(job_id, ()):
+            _offer(queue, event)
+
+    def _broadcast_resync(self) -> None:
+        for queues in self.subscribers.values():
+            for queue in queues:
+                _offer(queue, RESYNC)
+
+
+def _offer(queue: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
+    try:
+        queue.put_nowait(event)
+    except asyncio.QueueFull:
+        # Behind by QUEUE_SIZE events: drop them, re-read the job instead.
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(RESYNC)
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _progress(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": str(job.job_id),
+        "steps_completed": job.steps_completed,
+        "steps_total": job.steps_total,
+        "current_step": job.current_step,
+        "percentage": job.progress_percentage,
+    }
+
+
+class JobStream:
+    """The events of one job for one client, from its queue and the database."""
+
+    def __init__(
+        self, request: Request, job: Job, queue: asyncio.Queue[dict[str, Any]], keepalive: float
+    ) -> None:
+        self.ctx = api_context(request)
+        self.job = job
+        self.queue = queue
+        self.keepalive = keepalive
+        self.progress = _progress(job)
+
+    async def is_final(self, job: Job) -> bool:
+        """Nothing more will happen to this job (until someone retries it).
+
+        `failed` is final only once its queue entry is settled: while a final
+        failure rolls back, the job is `failed` and becomes `rolled_back`.
+        """
+        if job.status in FINAL:
+            return True
+        if job.status is not JobStatus.FAILED:
+            return False
+        async with self.ctx.connection() as conn:
+            cur = await conn.execute(Q["queue_entry_open"], {"queue_job_id": job.queue_job_id})
+            row = await cur.fetchone()
+        return not (row and row[0])
+
+    async def _reread(self) -> AsyncIterator[bytes]:
+        async with self.ctx.connection() as conn:
+            job = await store.get_job(conn, self.job.job_id)
+        if job.status is not self.job.status:
+            yield sse("status", job_json(job))
+        elif _progress(job) != self.progress:
+            yield sse("progress", _progress(job))
+        self.job, self.progress = job, _progress(job)
+
+    async def events(self) -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        yield sse("status", job_json(self.job))
+        while not await self.is_final(self.job):
+            try:
+                event = await asyncio.wait_for(self.queue.get(), timeout=self.keepalive)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if event is RESYNC or event.get("status") != self.job.status.value:
+                async for chunk in self._reread():
+                    yield chunk
+                continue
+            progress = {name: event.get(name) for name in PROGRESS_FIELDS}
+            if progress != self.progress:
+                self.progress = progress
+                yield sse("progress", progress)
+
+
+async def job_events(request: Request) -> StreamingResponse:
+    ctx = api_context(request)
+    principal = ctx.principal(request)
+    job_id = parse_job_id(request)
+    hub: EventHub = request.app.state.events
+    queue = hub.subscribe(job_id)  # before reading: no change can slip between
+    try:
+        async with ctx.connection() as conn:
+            job = await store.get_job(conn, job_id)
+        check_visible(job, principal)
+    except BaseException:
+        hub.unsubscribe(job_id, queue)
+        raise
+    stream = JobStream(request, job, queue, ctx.keepalive_seconds)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in stream.events():
+                yield chunk
+        finally:
+            hub.unsubscribe(job_id, queue)
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
