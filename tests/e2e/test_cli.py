@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -16,7 +16,8 @@ import jwt
 import psycopg
 import pytest
 
-EXPORTD = str(Path(sys.executable).with_name("exportd"))
+from tests.e2e.processes import EXPORTD, free_port
+
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 
 
@@ -157,17 +158,43 @@ def test_up_starts_embedded_postgres_keeps_a_secret_and_stops_on_sigterm(tmp_pat
         text=True,
     ) as proc:
         try:
-            secret, token = check_up_session(proc, data)
-            # the API answers in the same process, with the printed token
+            secret, token, banner = check_up_session(proc, data)
+            # The printed curl commands, as a user pastes them.
+            shell_env = {**env, "TOKEN": token}
+            create_cmd, download_cmd = (
+                line.strip() for line in banner if line.strip().startswith("curl ")
+            )
+            created = subprocess.run(
+                ["bash", "-c", create_cmd],
+                env=shell_env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            job_id = json.loads(created.stdout)["data"]["job_id"]
             headers = {"Authorization": f"Bearer {token}"}
-            base = f"http://127.0.0.1:{port}/api/v1"
-            created = httpx.post(f"{base}/jobs", json={"kind": "orders"}, headers=headers)
-            assert created.status_code == 202, created.text
-            job_url = f"{base}/jobs/{created.json()['data']['job_id']}"
+            job_url = f"http://127.0.0.1:{port}/api/v1/jobs/{job_id}"
             deadline = time.monotonic() + 30
             while httpx.get(job_url, headers=headers).json()["data"]["status"] != "completed":
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
+            downloads = tmp_path / "downloads"
+            downloads.mkdir()
+            subprocess.run(
+                ["bash", "-c", download_cmd.replace("JOB_ID", job_id)],
+                env=shell_env,
+                cwd=downloads,
+                capture_output=True,
+                check=True,
+            )
+            (package,) = downloads.iterdir()
+            assert package.name.startswith("export-orders-") and package.name.endswith(".tar.gz")
+            with tarfile.open(package) as tar:
+                assert sorted(n.split("/", 1)[1] for n in tar.getnames()) == [
+                    "manifest.json",
+                    "orders.csv",
+                    "totals.csv",
+                ]
             output = tmp_path / "orders.tar.gz"
             demo = run(
                 "export",
@@ -200,13 +227,7 @@ def test_up_starts_embedded_postgres_keeps_a_secret_and_stops_on_sigterm(tmp_pat
     assert jwt.decode(second.stdout.strip(), secret, algorithms=["HS256"])["sub"] == "x"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def check_up_session(proc: subprocess.Popen[str], data: Path) -> tuple[str, str]:
+def check_up_session(proc: subprocess.Popen[str], data: Path) -> tuple[str, str, list[str]]:
     """Read `up`'s banner, check the token and the database it names; return the secret."""
     assert proc.stdout is not None
     lines = []
@@ -227,4 +248,4 @@ def check_up_session(proc: subprocess.Popen[str], data: Path) -> tuple[str, str]
     url = next(line for line in lines if "psql" in line).split("psql ", 1)[1].strip().strip("'")
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM exportd.jobs").fetchone() == (0,)
-    return secret, token
+    return secret, token, lines

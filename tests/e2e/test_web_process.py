@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_helpers import SECRET, bearer
-from tests.e2e.processes import EXPORTD, free_port, wait_until_up, worker_env
+from tests.api_helpers import SECRET, bearer, token
+from tests.e2e.processes import EXPORTD, free_port, wait_until_up, web, worker, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +69,38 @@ def test_readyz_is_503_until_migrated(empty_db_url: str, tmp_path: Path) -> None
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
             log.close()
+
+
+def test_curl_follows_a_job_live_until_it_ends(db_url: str, tmp_path: Path) -> None:
+    """`curl -N …/events` against `exportd web` while `exportd worker` runs the job."""
+    env = worker_env(db_url, tmp_path / "packages", EXPORTD_JWT_SECRET=SECRET)
+    with web(env, tmp_path) as base:
+        created = httpx.post(
+            f"{base}/api/v1/jobs",
+            json={"kind": "three-steps", "params": {"pause": 0.3}},
+            headers=bearer(),
+        )
+        job_id = created.json()["data"]["job_id"]
+        with (
+            subprocess.Popen(
+                [
+                    "curl",
+                    "-sN",
+                    "-H",
+                    f"Authorization: Bearer {token()}",
+                    f"{base}/api/v1/jobs/{job_id}/events",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            ) as curl,
+            worker(env, tmp_path, "worker"),
+        ):
+            output, _ = curl.communicate(timeout=60)
+    assert curl.returncode == 0
+    statuses = [
+        json.loads(line.removeprefix("data:"))["status"]
+        for previous, line in zip(output.splitlines(), output.splitlines()[1:], strict=False)
+        if previous == "event: status"
+    ]
+    assert statuses == ["pending", "in_progress", "completed"]
+    assert output.count("event: progress") >= 1
