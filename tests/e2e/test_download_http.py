@@ -147,9 +147,11 @@ def test_resuming_clients_get_the_exact_package(db_url: str, tmp_path: Path) -> 
                 "  FROM exportd.downloads WHERE job_id = %s",
                 (served.job_id,),
             ).fetchone()
-        # Several responses reached the end (the resume, aria2c's last piece and
-        # possibly its first, full GET) but each download counted once.
-        assert rows is not None and rows[0] >= 3 + 2 and rows[1] >= 3  # aria2c: >= 2 pieces
+        # curl's two pieces and wget's resume were ranged; aria2c splits the
+        # file over several connections when they open before the first one
+        # is done (on loopback it may not need to). However many responses
+        # reached the end, each of the three downloads counted once.
+        assert rows is not None and rows[0] >= 3 and rows[1] >= 3
 
 
 def test_disconnect_is_recorded_and_expiry_does_not_break_a_stream(
