@@ -28,7 +28,7 @@ from web.auth import Authenticator
 from web.context import ApiContext
 from web.errors import ApiError, handle_exception, handle_http_exception
 
-POOL_TIMEOUT_SECONDS = 5.0
+POOL_TIMEOUT_SECONDS = 3.0  # a request waits this long for a connection, then 503
 
 
 def routes() -> list[Route]:

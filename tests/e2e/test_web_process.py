@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from daemon.embedded import EmbeddedPostgres
+from daemon.migrations import Migrator
 from tests.api_helpers import SECRET, bearer, token
+from tests.conftest import TEST_SERVER_OPTIONS
 from tests.e2e.processes import EXPORTD, free_port, wait_until_up, web, worker, worker_env
 
 pytestmark = pytest.mark.slow
@@ -104,3 +109,34 @@ def test_curl_follows_a_job_live_until_it_ends(db_url: str, tmp_path: Path) -> N
     ]
     assert statuses == ["pending", "in_progress", "completed"]
     assert output.count("event: progress") >= 1
+
+
+def test_postgres_stopped_then_started(tmp_path: Path) -> None:
+    """While its database is down `exportd web` answers 503 fast (never hangs,
+    never 500) and /healthz stays 200; once it is back, everything works."""
+    server = EmbeddedPostgres(tmp_path / "pg", server_options=TEST_SERVER_OPTIONS)
+    url = server.start().url()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            Migrator(conn).upgrade()
+        env = worker_env(url, tmp_path / "packages", EXPORTD_JWT_SECRET=SECRET)
+        with web(env, tmp_path) as base:
+            assert httpx.get(f"{base}/api/v1/jobs", headers=bearer()).status_code == 200
+            server.stop()
+            for path, headers in (("/readyz", {}), ("/api/v1/jobs", bearer())):
+                started = time.monotonic()
+                response = httpx.get(f"{base}{path}", headers=headers, timeout=30)
+                assert time.monotonic() - started < 5, path
+                assert response.status_code == 503, (path, response.text)
+            down = httpx.post(f"{base}/api/v1/jobs", json={"kind": "noop"}, headers=bearer())
+            assert down.status_code == 503 and down.json()["code"] == "DATABASE_UNAVAILABLE"
+            assert httpx.get(f"{base}/healthz").status_code == 200
+            server.start()
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{base}/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "not ready again"
+                time.sleep(0.2)
+            created = httpx.post(f"{base}/api/v1/jobs", json={"kind": "noop"}, headers=bearer())
+            assert created.status_code == 202
+    finally:
+        server.stop()
