@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 
 from daemon import __version__
 from daemon.catalog import load_kinds
+from daemon.cli_cleanup import add_command as add_cleanup_command
 from daemon.cli_jobs import add_commands
 from daemon.config import Settings, load_settings
 from daemon.database import connect, database_url, describe
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=cmd_worker)
 
     add_commands(commands)
+    add_cleanup_command(commands)
     # Commands of other packages (the HTTP API adds `web` and `up`): found by
     # entry point, so this package never imports them.
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):

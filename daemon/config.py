@@ -73,8 +73,16 @@ class Settings:
     jwt_role_claim: str = "role"
     # A package is downloadable this long after its job completed.
     package_retention_days: int = 30
-    # Finished job rows are deleted this long after creation (0 = never).
+    # Finished job rows are deleted this long after they finished (0 = never).
     job_retention_days: int = 90
+    # Retention (daemon/retention.py): how often it runs, how many rows one
+    # statement handles, how old an unreferenced file in storage must be
+    # before the orphan sweep removes it, and how long procrastinate's
+    # finished queue rows are kept.
+    cleanup_interval_seconds: float = 900.0
+    cleanup_batch_size: int = 500
+    orphan_grace_seconds: float = 3600.0
+    queue_retention_hours: int = 24
     worker_concurrency: int = 4
     # After SIGTERM, running steps may finish for this long before being
     # cancelled and rolled back.
@@ -257,6 +265,10 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "jwt_role_claim": _text,
     "package_retention_days": _int_at_least(1),
     "job_retention_days": _int_at_least(0),
+    "cleanup_interval_seconds": _positive_seconds,
+    "cleanup_batch_size": _int_at_least(1),
+    "orphan_grace_seconds": _seconds,
+    "queue_retention_hours": _int_at_least(1),
     "worker_concurrency": _int_at_least(1),
     "shutdown_grace_seconds": _seconds,
     "retry_base_seconds": _seconds,

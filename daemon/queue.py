@@ -43,6 +43,7 @@ from daemon.pipeline import (
     rollback_failed,
     safe_error,
 )
+from daemon.retention import Cleanup, CleanupReport, cleanup_cron
 from daemon.sqlfiles import named_queries
 from daemon.storage import Attempt, PackageStorage
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 Q = named_queries("attempts")
 TASK_NAME = "exportd.run_export"
 RESCUE_TASK_NAME = "exportd.rescue_stalled"
+CLEANUP_TASK_NAME = "exportd.cleanup"
 DEFAULT_QUEUE = "exports"
 SETTLE_TIMEOUT_SECONDS = 120.0
 SHUTDOWN_ERROR = "Interrupted: the worker shut down before the export finished"
@@ -158,6 +160,14 @@ class ExportRuntime:
         async def rescue_stalled(timestamp: int) -> int:
             return await runtime.rescue_stalled()
 
+        # Retention: procrastinate defers each tick once, so one worker runs it.
+        @self.app.periodic(
+            cron=cleanup_cron(self.settings.cleanup_interval_seconds), periodic_id="cleanup"
+        )
+        @self.app.task(name=CLEANUP_TASK_NAME, queue=DEFAULT_QUEUE, pass_context=False)
+        async def cleanup(timestamp: int) -> None:
+            await runtime.cleanup()
+
     async def run_export(self, context: JobContext, args: dict[str, Any]) -> None:
         """The body of the procrastinate task: one attempt of one export."""
         queue_job = context.job
@@ -211,6 +221,14 @@ class ExportRuntime:
             # Progress is best effort: a lost write must not fail the export.
             log.warning("progress not recorded: %s", exc, extra={"job_id": str(job_id)})
             return JobStatus.IN_PROGRESS
+
+    # -- retention -----------------------------------------------------------------
+
+    async def cleanup(self) -> CleanupReport:
+        """One retention run (daemon/retention.py), on a pooled connection."""
+        async with self.connector.pool.connection() as conn:
+            await conn.set_autocommit(True)
+            return await Cleanup(self.settings, self.storage).run(conn)
 
     # -- stalled jobs ------------------------------------------------------------
 

@@ -4,10 +4,13 @@ waiting for a job state with a deadline (never a bare sleep)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -111,3 +114,35 @@ async def attempt_rows(conn: psycopg.AsyncConnection[Any], job_id: UUID) -> list
         (job_id,),
     )
     return await cur.fetchall()
+
+
+async def completed_job(
+    conn: psycopg.AsyncConnection[Any],
+    settings: Settings,
+    data: bytes | None = None,
+    *,
+    path: str | None = None,
+    expires_in: timedelta = timedelta(days=30),
+) -> tuple[Job, bytes]:
+    """A job of alice's, completed, whose package is `data` in the storage root."""
+    data = os.urandom(300_000) if data is None else data
+    job = await create(conn, "noop", owner="alice")
+    relative = path or f"{str(job.job_id)[:2]}/{job.job_id}/r1-a1-test.tar.gz"
+    if path is None:
+        target = settings.storage_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    await conn.execute(
+        "UPDATE exportd.jobs SET status = 'in_progress', started_at = now(), attempts = 1"
+        " WHERE job_id = %s",
+        (job.job_id,),
+    )
+    await conn.execute(
+        """UPDATE exportd.jobs SET status = 'completed', completed_at = now(),
+                  steps_completed = 1, steps_total = 1, progress_percentage = 100,
+                  package_path = %s, package_size_bytes = %s, package_sha256 = %s,
+                  package_expires_at = now() + %s
+            WHERE job_id = %s""",
+        (relative, len(data), hashlib.sha256(data).hexdigest(), expires_in, job.job_id),
+    )
+    return job, data

@@ -73,26 +73,30 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         registry = load_kinds(settings, url)
         srv = server(settings, url, registry)
         base = f"http://{settings.host}:{settings.port}"
-        print(f"exportd {__version__} is up: {base} ({describe(url)})")
-        print(f"  kinds:       {', '.join(registry.names()) or '(none configured)'}")
-        print(f"  inspect it:  psql {shlex.quote(url)}")
-        if settings.jwt_public_key_file is None:
-            token = mint_token(settings, subject=user, ttl_seconds=7 * 24 * 3600)
-            print(f"  a token for {user!r} (7 days): {token}")
-            print(f'  export TOKEN="{token}"')
-            print(_demo_curl(base) if "orders" in registry else "")
-        data_env = (
-            ""
-            if settings.data_dir == Path(".exportd")
-            else f"EXPORTD_DATA_DIR={shlex.quote(str(settings.data_dir))} "
-        )
-        if "orders" in registry:
-            print(
-                f"  or from the shell: {data_env}.venv/bin/exportd export orders "
-                "--wait --output orders.tar.gz"
+
+        def banner() -> None:
+            """Printed once the API listens and the worker runs: pasteable at once."""
+            print(f"exportd {__version__} is up: {base} ({describe(url)})")
+            print(f"  kinds:       {', '.join(registry.names()) or '(none configured)'}")
+            print(f"  inspect it:  psql {shlex.quote(url)}")
+            if settings.jwt_public_key_file is None:
+                token = mint_token(settings, subject=user, ttl_seconds=7 * 24 * 3600)
+                print(f"  a token for {user!r} (7 days): {token}")
+                print(f'  export TOKEN="{token}"')
+                print(_demo_curl(base) if "orders" in registry else "")
+            data_env = (
+                ""
+                if settings.data_dir == Path(".exportd")
+                else f"EXPORTD_DATA_DIR={shlex.quote(str(settings.data_dir))} "
             )
-        print("Press Ctrl-C to stop.", flush=True)
-        code = asyncio.run(serve_with_worker(settings, url, registry, srv))
+            if "orders" in registry:
+                print(
+                    f"  or from the shell: {data_env}.venv/bin/exportd export orders "
+                    "--wait --output orders.tar.gz"
+                )
+            print("Press Ctrl-C to stop.", flush=True)
+
+        code = asyncio.run(serve_with_worker(settings, url, registry, srv, on_ready=banner))
     print("stopped")
     return code
 

@@ -90,9 +90,17 @@ def _quiet_after_shutdown(on_signal: Callable[[], None] | None = None) -> None:
 
 
 async def serve_with_worker(
-    settings: Settings, database_url: str, registry: KindRegistry, srv: uvicorn.Server
+    settings: Settings,
+    database_url: str,
+    registry: KindRegistry,
+    srv: uvicorn.Server,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
-    """`exportd up`: the API and a worker in one event loop, stopped together."""
+    """`exportd up`: the API and a worker in one event loop, stopped together.
+
+    `on_ready` runs once the API listens and the worker fetches jobs, so what
+    it prints (the curl commands of `exportd up`) works when pasted at once.
+    """
     worker = WorkerDaemon(settings, database_url, registry)
     loop = asyncio.get_running_loop()
 
@@ -101,8 +109,16 @@ async def serve_with_worker(
 
     _quiet_after_shutdown(stop_worker)
     worker_task = asyncio.create_task(worker.run())
+    serve_task = asyncio.create_task(srv.serve())  # ends after SIGINT/SIGTERM
     try:
-        await srv.serve()  # returns after SIGINT/SIGTERM (uvicorn's handlers)
+        while not (srv.started and worker.ready.is_set()):
+            if serve_task.done() or worker_task.done():
+                break
+            await asyncio.sleep(0.02)
+        else:
+            if on_ready is not None:
+                on_ready()
+        await serve_task
     finally:
         worker.stop()
         await worker_task

@@ -66,6 +66,7 @@ def test_migrate_then_status_lists_every_migration_as_applied(empty_db_url: str)
         ("0001", "jobs", "applied"),
         ("0002", "views", "applied"),
         ("0003", "queue_tracking", "applied"),
+        ("0004", "retention", "applied"),
     ]
     assert "procrastinate schema: 0 pending" in status.stdout
     again = run("migrate", env=env)
@@ -78,6 +79,7 @@ def test_migrate_down_and_status(empty_db_url: str) -> None:
     down = run("migrate", "--down", "1", env=env)
     assert down.returncode == 0
     assert down.stdout.splitlines() == [
+        "rolled back 0004_retention",
         "rolled back 0003_queue_tracking",
         "rolled back 0002_views",
     ]

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.api_helpers import SECRET, bearer, token
-from tests.e2e.processes import free_port, wait_until_up, web, worker, worker_env
+from tests.e2e.processes import EXPORTD, free_port, wait_until_up, web, worker, worker_env
 
 pytestmark = pytest.mark.slow
 SIZE = 4_000_000
@@ -189,12 +189,20 @@ def test_disconnect_is_recorded_and_expiry_does_not_break_a_stream(
             body = [next(chunks)]
             with psycopg.connect(db_url, autocommit=True) as conn:
                 conn.execute(
-                    "UPDATE exportd.jobs SET package_deleted_at = now(), package_path = NULL"
+                    "UPDATE exportd.jobs SET package_expires_at = now() - interval '1 second'"
                     " WHERE job_id = %s",
                     (served.job_id,),
                 )
-            for path in served.storage.rglob("*.tar.gz"):
-                path.unlink()
+            # The real retention run, while the response is still streaming.
+            expired = subprocess.run(
+                [EXPORTD, "cleanup"],
+                env=worker_env(db_url, served.storage),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            assert not list(served.storage.rglob("*.tar.gz")), expired.stdout
             body.extend(chunks)
         assert hashlib.sha256(b"".join(body)).hexdigest() == served.sha256
         after = httpx.get(served.url, headers=bearer())

@@ -21,11 +21,10 @@ import psycopg
 import pytest
 
 from daemon import downloads
-from daemon.config import Settings
-from daemon.models import Job, JobStatus
+from daemon.models import JobStatus
 from daemon.storage import PackageStorage
 from tests.api_helpers import api_client, api_settings, bearer
-from tests.helpers import create, running_worker, wait_for
+from tests.helpers import completed_job, create, running_worker, wait_for
 from web.download import human_size
 
 pytestmark = pytest.mark.anyio
@@ -34,38 +33,6 @@ ALICE = bearer("alice")
 BOB = bearer("bob")
 ADMIN = bearer("root", admin=True)
 SIZE = 300_000
-
-
-async def completed_job(
-    conn: AConn,
-    settings: Settings,
-    data: bytes | None = None,
-    *,
-    path: str | None = None,
-    expires_in: timedelta = timedelta(days=30),
-) -> tuple[Job, bytes]:
-    """A job of alice's, completed, whose package is `data` in the storage root."""
-    data = os.urandom(SIZE) if data is None else data
-    job = await create(conn, "noop", owner="alice")
-    relative = path or f"{str(job.job_id)[:2]}/{job.job_id}/r1-a1-test.tar.gz"
-    if path is None:
-        target = settings.storage_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    await conn.execute(
-        "UPDATE exportd.jobs SET status = 'in_progress', started_at = now(), attempts = 1"
-        " WHERE job_id = %s",
-        (job.job_id,),
-    )
-    await conn.execute(
-        """UPDATE exportd.jobs SET status = 'completed', completed_at = now(),
-                  steps_completed = 1, steps_total = 1, progress_percentage = 100,
-                  package_path = %s, package_size_bytes = %s, package_sha256 = %s,
-                  package_expires_at = now() + %s
-            WHERE job_id = %s""",
-        (relative, len(data), hashlib.sha256(data).hexdigest(), expires_in, job.job_id),
-    )
-    return job, data
 
 
 def url(job_id: UUID | str) -> str:

@@ -12,8 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api_helpers import api_client, api_settings, bearer
-from tests.helpers import create
-from tests.integration.test_api_download import completed_job
+from tests.helpers import completed_job, create
 
 pytestmark = pytest.mark.anyio
 AConn = psycopg.AsyncConnection[Any]

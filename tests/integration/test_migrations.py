@@ -177,7 +177,8 @@ def test_down_to_a_version_keeps_earlier_ones(empty_db_url: str) -> None:
         migrator.upgrade()
         migrator.downgrade(1)
         states = {s.version: s.state for s in migrator.status()}
-        assert states == {1: "applied", 2: "pending", 3: "pending"}
+        assert states[1] == "applied" and len(states) >= 4
+        assert all(state == "pending" for version, state in states.items() if version > 1)
         assert conn.execute("SELECT to_regclass('exportd.jobs')").fetchone() == ("exportd.jobs",)
         assert conn.execute("SELECT to_regclass('exportd.job_overview')").fetchone() == (None,)
         assert not migrator.is_current()

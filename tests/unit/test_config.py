@@ -106,11 +106,29 @@ INVALID = [
     ("EXPORTD_HOST", " "),
     ("EXPORTD_CONFIG", "/nonexistent/exportd.toml"),
     ("EXPORTD_RETENTION_DAYS", "30"),  # unknown variable (typo)
+    ("EXPORTD_CLEANUP_INTERVAL_SECONDS", "0"),
+    ("EXPORTD_CLEANUP_BATCH_SIZE", "0"),
+    ("EXPORTD_ORPHAN_GRACE_SECONDS", "-1"),
+    ("EXPORTD_QUEUE_RETENTION_HOURS", "0"),
     ("EXPORTD_ACCEL_REDIRECT", "protected/"),
     ("EXPORTD_ACCEL_REDIRECT", "/protected"),
     ("EXPORTD_ACCEL_REDIRECT", "/a/../b/"),
     ("EXPORTD_ACCEL_REDIRECT", "/with space/"),
 ]
+
+
+def test_retention_settings() -> None:
+    defaults = load_settings({})
+    assert (
+        defaults.cleanup_interval_seconds,
+        defaults.cleanup_batch_size,
+        defaults.orphan_grace_seconds,
+        defaults.queue_retention_hours,
+    ) == (900.0, 500, 3600.0, 24)
+    custom = load_settings(
+        {"EXPORTD_CLEANUP_INTERVAL_SECONDS": "60", "EXPORTD_CLEANUP_BATCH_SIZE": "100"}
+    )
+    assert (custom.cleanup_interval_seconds, custom.cleanup_batch_size) == (60.0, 100)
 
 
 def test_accel_redirect_prefix() -> None:
