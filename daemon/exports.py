@@ -6,6 +6,7 @@ parameter never leaves a row or a queue entry behind.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,7 +46,12 @@ def _check_request(request: ExportRequest) -> None:
     if request.priority not in PRIORITY_RANGE:
         raise ParamError("priority", "must be between -1000 and 1000")
     delay = request.delay_seconds
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not math.isfinite(delay)
+        or delay < 0
+    ):
         raise ParamError("delay_seconds", "must be a number >= 0")
     if delay > MAX_DELAY_SECONDS:
         raise ParamError("delay_seconds", "must be at most one year")

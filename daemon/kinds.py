@@ -24,6 +24,7 @@ returning kinds).
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -103,6 +104,8 @@ class Param:
         if kind == "float":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ParamError(name, "must be a number")
+            if not math.isfinite(value):
+                raise ParamError(name, "must be a finite number")
             return float(value)
         if kind == "bool":
             if not isinstance(value, bool):

@@ -58,6 +58,26 @@ async def random_bytes(ctx: ExportContext) -> None:
             left -= len(chunk)
 
 
+typed = Kind(
+    "typed",
+    title="Every param type (input validation tests)",
+    params={
+        "text": Param("text", required=True),
+        "int": Param("int"),
+        "float": Param("float"),
+        "bool": Param("bool"),
+        "date": Param("date"),
+        "timestamp": Param("timestamp"),
+        "uuid": Param("uuid"),
+    },
+)
+
+
+@typed.step("Nothing")
+async def typed_nothing(ctx: ExportContext) -> None:
+    return None
+
+
 flaky = Kind("flaky", params={"fail_times": Param("int", default=0)})
 
 

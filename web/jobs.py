@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -107,12 +108,28 @@ async def read_json_body(request: Request) -> dict[str, Any]:
             )
         chunks.append(chunk)
     try:
-        body = json.loads(b"".join(chunks).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        body = json.loads(
+            b"".join(chunks).decode("utf-8"), parse_constant=_no_constant, parse_float=_finite
+        )
+        # PostgreSQL's jsonb refuses lone surrogates ("\ud800"): refuse them here.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError, RecursionError):
         raise ApiError(400, "VALIDATION_ERROR", "the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise ApiError(400, "VALIDATION_ERROR", "the body must be a JSON object")
     return body
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser accepts them; jsonb does not)."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
 
 
 def export_request(body: dict[str, Any]) -> ExportRequest:
