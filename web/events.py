@@ -28,6 +28,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -50,6 +51,8 @@ RECONNECT_MAX_SECONDS = 5.0
 # Statuses after which nothing more happens without a manual retry.
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.ROLLED_BACK, JobStatus.CANCELLED})
 PROGRESS_FIELDS = ("job_id", "steps_completed", "steps_total", "current_step", "percentage")
+
+DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
 # Put on a stream's queue instead of a notification: "re-read the job".
 RESYNC: dict[str, Any] = {"resync": True}
@@ -221,20 +224,36 @@ class JobStream:
     async def events(self) -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
         yield sse("status", job_json(self.job))
-        while not await self.is_final(self.job):
+        stale = False  # a re-read failed (database away): retry it until it works
+        while stale or not await self._final_or_unknown():
             try:
                 event = await asyncio.wait_for(self.queue.get(), timeout=self.keepalive)
             except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
+                if not stale:
+                    yield b": keep-alive\n\n"
+                    continue
+                event = RESYNC
             if event is RESYNC or event.get("status") != self.job.status.value:
-                async for chunk in self._reread():
-                    yield chunk
+                try:
+                    async for chunk in self._reread():
+                        yield chunk
+                    stale = False
+                except DATABASE_ERRORS:
+                    # Keep the client; the hub's reconnect (or the next
+                    # keep-alive) triggers another re-read.
+                    stale = True
+                    yield b": database unavailable, waiting\n\n"
                 continue
             progress = {name: event.get(name) for name in PROGRESS_FIELDS}
             if progress != self.progress:
                 self.progress = progress
                 yield sse("progress", progress)
+
+    async def _final_or_unknown(self) -> bool:
+        try:
+            return await self.is_final(self.job)
+        except DATABASE_ERRORS:
+            return False
 
 
 async def job_events(request: Request) -> StreamingResponse:

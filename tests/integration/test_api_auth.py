@@ -54,6 +54,10 @@ BAD_TOKENS = {
     "unknown crit": jwt.encode(
         {"sub": "a", "exp": 2**40}, SECRET, algorithm="HS256", headers={"crit": ["x-magic"]}
     ),
+    "future iat": jwt.encode({"sub": "a", "exp": 2**40, "iat": 2**39}, SECRET, algorithm="HS256"),
+    "16 KB header": jwt.encode(
+        {"sub": "a", "exp": 2**40}, SECRET, algorithm="HS256", headers={"x-pad": "p" * 16384}
+    ),
     "garbage": "not.a.jwt",
     "huge": "a" * 16384,
 }
