@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test check format clean
+.PHONY: install up test check format clean soak
 
 # Creates .venv and installs exportd (editable) with its test tools.
 # Re-runs only when pyproject.toml changes.
@@ -28,6 +28,11 @@ up: install
 test: install
 	$(MAKE) --no-print-directory check
 	$(BIN)/pytest
+
+# The fault and fuzz suites at full size (make test runs them small):
+# 1000 exports under SIGKILLs, 200 schemathesis examples per operation.
+soak: install
+	EXPORTD_SOAK_JOBS=1000 EXPORTD_FUZZ_EXAMPLES=200 $(BIN)/pytest tests/faults tests/fuzz
 
 check: install
 	$(BIN)/ruff check .

@@ -94,7 +94,12 @@ SELECT count(*)
 SELECT package_path FROM exportd.jobs WHERE package_path = ANY(%(paths)s::text[])
 
 -- name: active_jobs
--- Which of these jobs may still be writing work directories or temp files.
-SELECT job_id FROM exportd.jobs
- WHERE job_id = ANY(%(job_ids)s::uuid[])
-   AND status IN ('pending', 'in_progress', 'cancelling', 'failed')
+-- Which of these jobs may still be writing work directories or temp files:
+-- queued or running, or `failed` while its final rollback runs (its queue
+-- entry is still open).
+SELECT j.job_id FROM exportd.jobs AS j
+ WHERE j.job_id = ANY(%(job_ids)s::uuid[])
+   AND (j.status IN ('pending', 'in_progress', 'cancelling')
+        OR (j.status = 'failed'
+            AND EXISTS (SELECT 1 FROM procrastinate_jobs AS q
+                         WHERE q.id = j.queue_job_id AND q.status IN ('todo', 'doing'))))

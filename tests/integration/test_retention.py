@@ -473,3 +473,31 @@ async def test_cleanup_command_dry_run_then_real(aconn: AConn, db_url: str, tmp_
     }
     assert lines["expired packages"] == "1" and lines["orphan files"] == "1"
     assert not package_file(settings, path).exists() and not orphan.exists()
+
+
+async def test_work_of_a_failed_job_is_swept_unless_it_still_rolls_back(
+    aconn: AConn, tmp_path: Path
+) -> None:
+    """`failed` is final once its queue entry is closed (found by the chaos soak:
+    work directories of jobs failed by lost attempts were kept forever)."""
+    settings = settings_for(tmp_path, orphan_grace_seconds=0)
+    settled = await in_state(aconn, "failed", ended=datetime.now(UTC))
+    rolling_back = await in_state(aconn, "failed", ended=datetime.now(UTC))
+    await aconn.execute(
+        "UPDATE procrastinate_jobs SET status = 'failed' WHERE id ="
+        " (SELECT queue_job_id FROM exportd.jobs WHERE job_id = %s)",
+        (settled,),
+    )
+    await aconn.execute(
+        "UPDATE procrastinate_jobs SET status = 'doing' WHERE id ="
+        " (SELECT queue_job_id FROM exportd.jobs WHERE job_id = %s)",
+        (rolling_back,),
+    )
+    work = settings.storage_dir / ".work"
+    work.mkdir(parents=True)
+    for job_id in (settled, rolling_back):
+        (work / f"{job_id}-r1-a1-0000").mkdir()
+    report = await cleanup(aconn, settings, now=datetime.now(UTC) + timedelta(seconds=5))
+    assert report.orphans_removed == 1
+    assert not (work / f"{settled}-r1-a1-0000").exists()
+    assert (work / f"{rolling_back}-r1-a1-0000").exists()
