@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test check format clean soak
+.PHONY: install up test check format clean soak bench bench-quick
 
 # Creates .venv and installs exportd (editable) with its test tools.
 # Re-runs only when pyproject.toml changes.
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "exportd needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
 # Runs exportd on this machine: embedded Postgres under ./.exportd unless
@@ -33,6 +33,15 @@ test: install
 # 1000 exports under SIGKILLs, 200 schemathesis examples per operation.
 soak: install
 	EXPORTD_SOAK_JOBS=1000 EXPORTD_FUZZ_EXAMPLES=200 $(BIN)/pytest tests/faults tests/fuzz
+
+# Side-by-side benchmarks (bench/): results into docs/benchmarks.md and
+# bench/results/latest.json. Needs wrk, curl and nginx (like the tests).
+bench: install
+	$(BIN)/python -m bench.run
+
+# A few minutes, every benchmark at a small size; docs are left alone.
+bench-quick: install
+	$(BIN)/python -m bench.run --quick
 
 check: install
 	$(BIN)/ruff check .

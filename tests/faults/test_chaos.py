@@ -38,8 +38,8 @@ from tests.api_helpers import SECRET, bearer
 from tests.e2e.processes import EXPORTD, web, worker_env
 from tests.helpers import fast_settings
 
-pytestmark = pytest.mark.slow
 JOBS = int(os.environ.get("EXPORTD_SOAK_JOBS", "100"))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + 2 * JOBS)]
 WORKERS = 3
 KILL_EVERY_SECONDS = 1.0
 FINAL = ("completed", "failed", "rolled_back", "cancelled")

@@ -28,9 +28,9 @@ from tests.api_helpers import SECRET, bearer
 from tests.conftest import PgServer
 from tests.e2e.processes import web, worker, worker_env
 
-pytestmark = pytest.mark.slow
 # Examples per operation and generation mode; `make soak` raises it.
 FUZZ_EXAMPLES = int(os.environ.get("EXPORTD_FUZZ_EXAMPLES", "25"))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + 3 * FUZZ_EXAMPLES)]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,520 @@
+"""Queue benchmarks: exportd (full domain tracking) vs raw procrastinate vs
+pgqueuer, on one PostgreSQL server, in one process, alternating systems.
+
+Run: .venv/bin/python -m bench.queue --jobs 20000 --rounds 3 --latency-samples 500
+
+- drain: N no-op jobs inserted first (procrastinate: `batch_defer_async`;
+  pgqueuer: its list `enqueue`; exportd: its create statement N times in
+  one pipeline, as exportd has no batch API), then timed until the queue is
+  empty, with one worker at concurrency 1 and 10; commits and WAL bytes per
+  job from `pg_stat_database` / `pg_stat_wal`; with `synchronous_commit` on
+  and off. Tables are truncated and vacuumed between runs.
+- pickup latency at idle: one job every 50 ms into an idle, listening worker;
+  started - enqueued, p50/p95/p99.
+- sustained arrival: single enqueues at a fixed rate for `--sustain-seconds`
+  at each rate; the highest rate whose p99 latency stays under 1 s.
+
+Workers run in this process (procrastinate's `Worker`, exportd's runtime on
+the same `Worker`, pgqueuer's `QueueManager`), so the figures compare queue
+mechanics, not process start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+from pgqueuer.db import PsycopgDriver
+from pgqueuer.models import Job as PgqJob
+from pgqueuer.qm import QueueManager
+from pgqueuer.queries import Queries
+from pgqueuer.types import QueueExecutionMode
+from procrastinate import App, PsycopgConnector
+from procrastinate.worker import Worker
+
+from daemon import store
+from daemon.config import Settings
+from daemon.embedded import EmbeddedPostgres
+from daemon.kinds import Kind, KindRegistry, Param
+from daemon.migrations import Migrator
+from daemon.models import NewJob
+from daemon.pipeline import ExportContext
+from daemon.queue import ExportRuntime
+
+SYSTEMS = ("procrastinate", "exportd", "pgqueuer")
+
+
+# -- the three systems ---------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """Start times recorded by the no-op job bodies (latency runs)."""
+
+    started: dict[str, float] = field(default_factory=dict)
+    done: int = 0
+
+
+def bench_kinds(probe: Probe) -> KindRegistry:
+    kind = Kind("bench-noop", params={"key": Param("text", default="")})
+
+    @kind.step("Nothing")
+    async def nothing(ctx: ExportContext) -> None:
+        if ctx.params["key"]:
+            probe.started[ctx.params["key"]] = time.perf_counter()
+        probe.done += 1
+
+    registry = KindRegistry()
+    registry.register(kind)
+    return registry
+
+
+class System(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def insert(self, n: int) -> None: ...
+    async def drain(self, concurrency: int) -> None: ...
+    async def enqueue_one(self, key: str) -> None: ...
+    def worker(self, concurrency: int) -> Callable[[], Coroutine[Any, Any, None]]: ...
+    async def stop(self) -> None: ...
+
+
+class Procrastinate:
+    name = "procrastinate"
+
+    def __init__(self, url: str, probe: Probe) -> None:
+        self.app = App(connector=PsycopgConnector(conninfo=url, max_size=20))
+        self.probe = probe
+
+        @self.app.task(name="bench.noop", queue="bench")
+        async def noop(key: str = "") -> None:
+            if key:
+                probe.started[key] = time.perf_counter()
+            probe.done += 1
+
+        self.task = noop
+        self._worker: Worker | None = None
+
+    async def open(self) -> None:
+        await self.app.open_async()
+
+    async def close(self) -> None:
+        await self.app.close_async()
+
+    async def insert(self, n: int) -> None:
+        for start in range(0, n, 5000):
+            await self.task.batch_defer_async(*({} for _ in range(min(5000, n - start))))
+
+    def _new_worker(self, concurrency: int, *, wait: bool) -> Worker:
+        return Worker(
+            self.app,
+            concurrency=concurrency,
+            wait=wait,
+            install_signal_handlers=False,
+            listen_notify=wait,
+            update_heartbeat_interval=3600 if not wait else 10,
+            fetch_job_polling_interval=5.0,
+        )
+
+    async def drain(self, concurrency: int) -> None:
+        await self._new_worker(concurrency, wait=False).run()
+
+    async def enqueue_one(self, key: str) -> None:
+        await self.task.defer_async(key=key)
+
+    def worker(self, concurrency: int) -> Callable[[], Coroutine[Any, Any, None]]:
+        self._worker = self._new_worker(concurrency, wait=True)
+        return self._worker.run
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+
+
+class Exportd(Procrastinate):
+    name = "exportd"
+
+    def __init__(self, url: str, probe: Probe, work: Path) -> None:
+        self.probe = probe
+        self.registry = bench_kinds(probe)
+        settings = Settings(
+            data_dir=work / "data",
+            storage_dir=work / "packages",
+            heartbeat_seconds=10,
+            stalled_after_seconds=3600,
+        )
+        self.runtime = ExportRuntime(settings, url, self.registry, pool_size=20)
+        self.runtime.storage.ensure()
+        self.app = self.runtime.app
+        self.url = url
+        self._worker = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def open(self) -> None:
+        await super().open()
+        self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+        await super().close()
+
+    async def insert(self, n: int) -> None:
+        assert self._conn is not None
+        async with self._conn.pipeline():
+            for _ in range(n):
+                await store.create_job(
+                    self._conn,
+                    NewJob(kind="bench-noop", owner_id="bench", params={"key": ""}),
+                    queue="exports",
+                    task="exportd.run_export",
+                )
+
+    async def enqueue_one(self, key: str) -> None:
+        assert self._conn is not None
+        await store.create_job(
+            self._conn,
+            NewJob(kind="bench-noop", owner_id="bench", params={"key": key}),
+            queue="exports",
+            task="exportd.run_export",
+        )
+
+
+class Pgqueuer:
+    name = "pgqueuer"
+
+    def __init__(self, url: str, probe: Probe) -> None:
+        self.url = url
+        self.probe = probe
+        self._qm: QueueManager | None = None
+        self._conns: list[psycopg.AsyncConnection[Any]] = []
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        self._conns.append(conn)
+        return conn
+
+    async def open(self) -> None:
+        self.queries = Queries(PsycopgDriver(await self._connection()))
+
+    async def close(self) -> None:
+        for conn in self._conns:
+            await conn.close()
+
+    async def insert(self, n: int) -> None:
+        for start in range(0, n, 5000):
+            size = min(5000, n - start)
+            await self.queries.enqueue(["bench.noop"] * size, [None] * size, [0] * size)
+
+    def _manager(self, driver: PsycopgDriver) -> QueueManager:
+        qm = QueueManager(Queries(driver))
+        probe = self.probe
+
+        @qm.entrypoint("bench.noop")
+        async def noop(job: PgqJob) -> None:
+            if job.payload:
+                probe.started[job.payload.decode()] = time.perf_counter()
+            probe.done += 1
+
+        return qm
+
+    async def drain(self, concurrency: int) -> None:
+        # pgqueuer's unit of concurrency is the batch it dequeues (a
+        # per-entrypoint limit of 1 stalls on its dequeue timeout).
+        qm = self._manager(PsycopgDriver(await self._connection()))
+        await qm.run(
+            mode=QueueExecutionMode.drain,
+            batch_size=concurrency,
+            dequeue_timeout=timedelta(seconds=0.2),
+        )
+
+    async def enqueue_one(self, key: str) -> None:
+        await self.queries.enqueue("bench.noop", key.encode(), 0)
+
+    def worker(self, concurrency: int) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def run() -> None:
+            self._qm = self._manager(PsycopgDriver(await self._connection()))
+            await self._qm.run(batch_size=concurrency)
+
+        return run
+
+    async def stop(self) -> None:
+        if self._qm is not None:
+            self._qm.shutdown.set()
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+
+async def server_counters(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
+    cur = await conn.execute(
+        "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),"
+        "       (SELECT wal_bytes FROM pg_stat_wal)"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def reset(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute(
+        "TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_periodic_defers,"
+        " exportd.jobs, pgqueuer, pgqueuer_log, pgqueuer_statistics CASCADE"
+    )
+    for table in ("procrastinate_jobs", "exportd.jobs", "pgqueuer"):
+        await conn.execute(f"VACUUM ANALYZE {table}")
+
+
+@dataclass
+class DrainResult:
+    jobs_per_second: float
+    commits_per_job: float
+    wal_bytes_per_job: float
+
+
+async def drain_once(
+    system: System, conn: psycopg.AsyncConnection[Any], n: int, concurrency: int
+) -> DrainResult:
+    await reset(conn)
+    await system.insert(n)
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    commits0, wal0 = await server_counters(conn)
+    started = time.perf_counter()
+    await system.drain(concurrency)
+    seconds = time.perf_counter() - started
+    await asyncio.sleep(0.6)  # pg_stat counters are flushed about every 0.5 s
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    commits1, wal1 = await server_counters(conn)
+    return DrainResult(n / seconds, (commits1 - commits0) / n, (wal1 - wal0) / n)
+
+
+async def latencies(
+    system: System, probe: Probe, samples: int, interval: float, concurrency: int = 10
+) -> list[float]:
+    """Enqueue one job every `interval` s into an idle worker; seconds to start."""
+    probe.started.clear()
+    run = system.worker(concurrency)
+    task = asyncio.create_task(run())
+    await asyncio.sleep(1.0)  # the worker is listening and idle
+    sent: dict[str, float] = {}
+    next_at = time.perf_counter()
+    for i in range(samples):
+        key = f"k{i}"
+        sent[key] = time.perf_counter()
+        await system.enqueue_one(key)
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    deadline = time.perf_counter() + 30
+    while len(probe.started) < samples and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await system.stop()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(task, timeout=30)
+    return [probe.started[k] - sent[k] for k in sent if k in probe.started] + [
+        float("inf") for k in sent if k not in probe.started
+    ]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"drain": [], "latency": {}, "sustained": {}}
+    with EmbeddedPostgres(base / "pg") as server:
+        url = server.url()
+        with psycopg.connect(url, autocommit=True) as sync:
+            Migrator(sync).upgrade()
+            facts = sync.execute(
+                "SELECT version(), current_setting('fsync'), current_setting('synchronous_commit')"
+            ).fetchone()
+        assert facts is not None
+        results["server"] = {"version": facts[0], "fsync": facts[1]}
+        probe = Probe()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            pgq = Pgqueuer(url, probe)
+            await pgq.open()
+            await pgq.queries.install()
+            systems: list[System] = [Procrastinate(url, probe), Exportd(url, probe, base), pgq]
+            for system in systems[:2]:
+                await system.open()  # pgqueuer's is open: it installed its schema
+            try:
+                for sync_commit in args.synchronous_commit:
+                    await conn.execute(f"ALTER SYSTEM SET synchronous_commit = {sync_commit}")
+                    await conn.execute("SELECT pg_reload_conf()")
+                    await asyncio.sleep(0.2)
+                    rounds = args.rounds if sync_commit == "on" else args.off_rounds
+                    for concurrency in (1, 10):
+                        for round_ in range(rounds):
+                            for system in systems:
+                                r = await drain_once(system, conn, args.jobs, concurrency)
+                                results["drain"].append(
+                                    {
+                                        "system": system.name,
+                                        "synchronous_commit": sync_commit,
+                                        "concurrency": concurrency,
+                                        "round": round_,
+                                        **r.__dict__,
+                                    }
+                                )
+                                print(
+                                    f"drain {system.name:13} sc={sync_commit:3} c={concurrency:2}"
+                                    f" {r.jobs_per_second:8.0f} jobs/s"
+                                    f" {r.commits_per_job:5.2f} commits/job"
+                                    f" {r.wal_bytes_per_job:6.0f} WAL B/job",
+                                    file=sys.stderr,
+                                    flush=True,
+                                )
+                await conn.execute("ALTER SYSTEM RESET synchronous_commit")
+                await conn.execute("SELECT pg_reload_conf()")
+                for system in systems:
+                    await reset(conn)
+                    values = await latencies(system, probe, args.latency_samples, 0.05)
+                    results["latency"][system.name] = values
+                    print(
+                        f"latency {system.name:13} p50 {pct(values, 50) * 1000:.1f} ms"
+                        f" p99 {pct(values, 99) * 1000:.1f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                for rate in args.rates:
+                    for system in systems:
+                        await reset(conn)
+                        samples = int(rate * args.sustain_seconds)
+                        values = await latencies(system, probe, samples, 1.0 / rate)
+                        results["sustained"].setdefault(system.name, {})[rate] = {
+                            "p50": pct(values, 50),
+                            "p99": pct(values, 99),
+                        }
+                        print(
+                            f"sustained {system.name:13} {rate:5}/s p99 {pct(values, 99):.3f} s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+            finally:
+                for system in systems:
+                    await system.close()
+    return results
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        f"Command: `.venv/bin/python -m bench.queue --jobs {args.jobs} --rounds {args.rounds}"
+        f" --off-rounds {args.off_rounds} --latency-samples {args.latency_samples}"
+        f" --sustain-seconds {args.sustain_seconds}`",
+        f"Server: {results['server']['version'].split(' on ')[0]},"
+        f" fsync={results['server']['fsync']}",
+        "",
+        "Drain of pre-inserted no-op jobs, one worker (medians of the rounds; min-max):",
+        "",
+        "| synchronous_commit | concurrency | system | jobs/s | min-max | commits/job"
+        " | WAL bytes/job | vs procrastinate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ratios: dict[str, float] = {}
+    for sc in args.synchronous_commit:
+        for c in (1, 10):
+            medians = {}
+            for name in SYSTEMS:
+                runs = [
+                    r
+                    for r in results["drain"]
+                    if r["system"] == name
+                    and r["synchronous_commit"] == sc
+                    and r["concurrency"] == c
+                ]
+                rates = [r["jobs_per_second"] for r in runs]
+                medians[name] = statistics.median(rates)
+                commits = statistics.median(r["commits_per_job"] for r in runs)
+                wal = statistics.median(r["wal_bytes_per_job"] for r in runs)
+                ratio = (
+                    medians[name] / medians["procrastinate"] if "procrastinate" in medians else 1
+                )
+                ratios[f"{name} sc={sc} c={c}"] = ratio
+                spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
+                lines.append(
+                    f"| {sc} | {c} | {name} | {medians[name]:,.0f} | {spread}"
+                    f" | {commits:.2f} | {wal:,.0f} | {ratio:.2f} |"
+                )
+    lines += [
+        "",
+        f"Pickup latency at idle (one job every 50 ms, {args.latency_samples} samples):",
+        "",
+        "| system | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|",
+    ]
+    for name in SYSTEMS:
+        values = results["latency"][name]
+        lines.append(
+            f"| {name} | {pct(values, 50) * 1000:.1f} | {pct(values, 95) * 1000:.1f}"
+            f" | {pct(values, 99) * 1000:.1f} |"
+        )
+    lines += [
+        "",
+        f"Sustained arrival ({args.sustain_seconds} s per rate, single enqueues): p99 latency",
+        "",
+        "| system | "
+        + " | ".join(f"{r}/s" for r in args.rates)
+        + " | highest rate with p99 < 1 s |",
+        "|---|" + "---|" * len(args.rates) + "---|",
+    ]
+    for name in SYSTEMS:
+        per_rate = results["sustained"].get(name, {})
+        ok = [r for r in args.rates if per_rate.get(r, {}).get("p99", 99) < 1.0]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{per_rate[r]['p99'] * 1000:,.0f} ms" for r in args.rates)
+            + f" | {max(ok) if ok else 'none'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-samples", type=int, default=500)
+    parser.add_argument("--sustain-seconds", type=float, default=10.0)
+    parser.add_argument("--rates", type=int, nargs="*", default=[100, 300, 1000])
+    parser.add_argument("--synchronous-commit", nargs="*", default=["on", "off"])
+    parser.add_argument(
+        "--off-rounds", type=int, default=1, help="rounds with synchronous_commit=off"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write raw results here")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="exportd-bench-queue-"))
+    try:
+        results = asyncio.run(run(args, base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    text = report(results, args)
+    print(text)
+    if args.json:
+        results["latency"] = {
+            k: {"p50": pct(v, 50), "p95": pct(v, 95), "p99": pct(v, 99)}
+            for k, v in results["latency"].items()
+        }
+        args.json.write_text(json.dumps({"results": results, "markdown": text}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
