@@ -25,7 +25,7 @@ from daemon.queue import application_name
 from daemon.storage import PackageStorage
 from web import download, events, health, jobs, metrics, openapi
 from web.auth import Authenticator
-from web.context import ApiContext
+from web.context import ApiContext, check_if_idle
 from web.errors import ApiError, handle_exception, handle_http_exception
 
 POOL_TIMEOUT_SECONDS = 3.0  # a request waits this long for a connection, then 503
@@ -56,8 +56,12 @@ def create_app(settings: Settings, database_url: str, registry: KindRegistry) ->
         max_size=10,
         timeout=POOL_TIMEOUT_SECONDS,
         open=False,
-        check=AsyncConnectionPool.check_connection,
-        kwargs={"application_name": application_name("web"), "connect_timeout": 5},
+        check=check_if_idle,
+        kwargs={
+            "application_name": application_name("web"),
+            "connect_timeout": 5,
+            "autocommit": True,
+        },
     )
     ctx = ApiContext(
         settings=settings,
