@@ -19,6 +19,12 @@ from daemon.embedded import EmbeddedPostgres
 from daemon.errors import DatabaseUnavailable
 
 CONNECT_TIMEOUT_SECONDS = 10
+# How long a connection pool keeps retrying one failed connection (with
+# psycopg_pool's doubling delay: 1, 2, 4 … s) before giving up; the next
+# request that needs a connection starts a new attempt at once. Its default,
+# 300 s, lets the delay grow past a minute: after an outage of a few minutes
+# the API stayed 503 for up to a minute more with the database back.
+POOL_RECONNECT_SECONDS = 2.0
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from psycopg.types.json import Jsonb
 
 from daemon import store
 from daemon.config import Settings
+from daemon.database import POOL_RECONNECT_SECONDS
 from daemon.kinds import KindRegistry, UnknownKind
 from daemon.models import JobStatus
 from daemon.pipeline import (
@@ -137,6 +138,7 @@ class ExportRuntime:
             conninfo=database_url,
             min_size=1,
             max_size=size,
+            reconnect_timeout=POOL_RECONNECT_SECONDS,
             kwargs={"application_name": application_name(role)},
         )
         self.app = App(connector=self.connector)

@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from daemon.config import Settings
+from daemon.database import POOL_RECONNECT_SECONDS
 from daemon.errors import ExportdError
 from daemon.kinds import KindRegistry
 from daemon.queue import application_name
@@ -57,6 +58,7 @@ def create_app(settings: Settings, database_url: str, registry: KindRegistry) ->
         timeout=POOL_TIMEOUT_SECONDS,
         open=False,
         check=check_if_idle,
+        reconnect_timeout=POOL_RECONNECT_SECONDS,
         kwargs={
             "application_name": application_name("web"),
             "connect_timeout": 5,
