@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
+import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,3 +94,55 @@ def test_duplicate_names_are_refused(tmp_path: Path) -> None:
             top_dir="t",
             manifest_header={},
         )
+
+
+def _big_text(path: Path, mib: int) -> None:
+    line = b"1234,alice,2026-11-23T00:00:00Z,some text that compresses,42.5\n"
+    with path.open("wb") as out:
+        for index in range(mib * 1024 * 1024 // len(line) + 1):
+            out.write(line.replace(b"1234", str(index).encode()))
+
+
+def test_parallel_members_are_one_ordinary_tar_gz(tmp_path: Path) -> None:
+    """Blocks compressed on several threads read back, in order, with GNU tar and gzip."""
+    big = tmp_path / "big.csv"
+    _big_text(big, 5)
+    outputs = {}
+    for threads in (1, 4):
+        target = tmp_path / f"out-{threads}.tar.gz"
+        built = build_package(
+            target, [PackageFile(big, "big.csv")], top_dir="t", manifest_header={}, threads=threads
+        )
+        assert built.sha256 == hashlib.sha256(target.read_bytes()).hexdigest()
+        outputs[threads] = target
+        subprocess.run(["gzip", "-t", str(target)], check=True)
+        listing = subprocess.run(
+            ["tar", "tzf", str(target)], check=True, capture_output=True, text=True
+        ).stdout.split()
+        assert listing == ["t/big.csv", "t/manifest.json"]
+        extracted = tmp_path / f"x-{threads}"
+        extracted.mkdir()
+        subprocess.run(["tar", "xzf", str(target), "-C", str(extracted)], check=True)
+        assert (extracted / "t" / "big.csv").read_bytes() == big.read_bytes()
+    one, four = (gzip.decompress(outputs[n].read_bytes()) for n in (1, 4))
+    # Same tar stream (the manifest's mtime aside), hence same member layout.
+    assert len(one) == len(four) and one[: 5 * 1024 * 1024] == four[: 5 * 1024 * 1024]
+    # More than one member: the file is a series of gzip members.
+    assert outputs[4].read_bytes().count(b"\x1f\x8b\x08") >= 5
+
+
+def test_failure_mid_package_stops_the_pool(tmp_path: Path) -> None:
+    big = tmp_path / "big.csv"
+    _big_text(big, 3)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    before = threading.active_count()
+    with pytest.raises(PackagingError, match="not a regular file"):
+        build_package(
+            tmp_path / "out.tar.gz",
+            [PackageFile(big, "big.csv"), PackageFile(fifo, "fifo")],
+            top_dir="t",
+            manifest_header={},
+            threads=3,
+        )
+    assert threading.active_count() == before
