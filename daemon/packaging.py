@@ -116,7 +116,7 @@ class _ParallelGzipWriter(io.RawIOBase):
     without a pool: small exports pay nothing for the parallel path.
     """
 
-    def __init__(self, target: IO[bytes], *, level: int, threads: int) -> None:
+    def __init__(self, target: IO[bytes] | io.RawIOBase, *, level: int, threads: int) -> None:
         self.target = target
         self.level = level
         self.threads = threads
