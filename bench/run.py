@@ -91,6 +91,7 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     facts = machine()
     sections: list[dict[str, object]] = []
+    failed: list[str] = []
     for title, argv in plan:
         command = " ".join([".venv/bin/python -m", *argv])
         print(f"== {title}: {command}", flush=True)
@@ -102,6 +103,7 @@ def main() -> None:
         output = done.stdout.strip()
         if done.returncode != 0:
             output += f"\n\n(failed with exit status {done.returncode})\n{done.stderr[-2000:]}"
+            failed.append(title)
         print(output, flush=True)
         sections.append(
             {"title": title, "command": command, "seconds": round(seconds, 1), "output": output}
@@ -113,6 +115,8 @@ def main() -> None:
     )
     if args.quick:
         print(f"quick run: results in {target.relative_to(ROOT)}; docs/benchmarks.md unchanged")
+        if failed:
+            sys.exit(f"failed: {', '.join(failed)}")
         return
     body = [
         BEGIN,
@@ -140,6 +144,8 @@ def main() -> None:
         text = text.rstrip("\n") + "\n\n## Latest `make bench`\n\n" + generated + "\n"
     DOC.write_text(text)
     print(f"wrote {DOC.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

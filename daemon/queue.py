@@ -44,6 +44,7 @@ from daemon.pipeline import (
     rollback_failed,
     safe_error,
 )
+from daemon.pools import idle_checked_pool
 from daemon.retention import Cleanup, CleanupReport, cleanup_cron
 from daemon.sqlfiles import named_queries
 from daemon.storage import Attempt, PackageStorage
@@ -139,6 +140,7 @@ class ExportRuntime:
             min_size=1,
             max_size=size,
             reconnect_timeout=POOL_RECONNECT_SECONDS,
+            pool_factory=idle_checked_pool,
             kwargs={"application_name": application_name(role)},
         )
         self.app = App(connector=self.connector)

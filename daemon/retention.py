@@ -23,6 +23,7 @@ never touched) and keeps anything of a job that may still be running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -169,14 +170,19 @@ class Cleanup:
             cur = await conn.execute(Q["expire_packages"], {"limit": self.batch_size, "now": now})
             rows = await cur.fetchall()  # committed: autocommit
             report.batches += 1
-            for job_id, relative, size in rows:
-                if self._unlink_package(job_id, relative):
-                    report.packages_deleted += 1
-                    report.bytes_freed += int(size)
-                else:
-                    report.failures += 1
+            # File system work in a thread: a worker's event loop keeps
+            # running exports (and heartbeats) while a batch is unlinked.
+            await asyncio.to_thread(self._unlink_batch, rows, report)
             if len(rows) < self.batch_size:
                 return
+
+    def _unlink_batch(self, rows: list[tuple[Any, ...]], report: CleanupReport) -> None:
+        for job_id, relative, size in rows:
+            if self._unlink_package(job_id, relative):
+                report.packages_deleted += 1
+                report.bytes_freed += int(size)
+            else:
+                report.failures += 1
 
     def _unlink_package(self, job_id: UUID, relative: str) -> bool:
         try:
@@ -226,10 +232,16 @@ class Cleanup:
         self, conn: Connection, report: CleanupReport, *, now: datetime | None = None
     ) -> list[_Orphan]:
         """Remove (dry run: list) what no row references, past the grace period."""
-        found = self._old_entries(now)
+        # The walk (an lstat per file: seconds for 100 K packages) and the
+        # removals run in a thread, off the event loop that runs exports.
+        found = await asyncio.to_thread(self._old_entries, now)
         orphans = await self._unreferenced(conn, found)
         if report.dry_run:
             return orphans
+        await asyncio.to_thread(self._remove_orphans, orphans, report)
+        return orphans
+
+    def _remove_orphans(self, orphans: list[_Orphan], report: CleanupReport) -> None:
         for orphan in orphans:
             if _remove(orphan):
                 report.orphans_removed += 1
@@ -238,7 +250,6 @@ class Cleanup:
                     _remove_empty_parents(orphan.path.parent, self.storage.root)
             else:
                 report.failures += 1
-        return orphans
 
     def _old_entries(self, now: datetime | None) -> list[_Orphan]:
         """Entries of the storage root older than the grace period (lstat, no following)."""

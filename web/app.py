@@ -22,11 +22,12 @@ from daemon.config import Settings
 from daemon.database import POOL_RECONNECT_SECONDS
 from daemon.errors import ExportdError
 from daemon.kinds import KindRegistry
+from daemon.pools import check_if_idle, mark_used
 from daemon.queue import application_name
 from daemon.storage import PackageStorage
 from web import download, events, health, jobs, metrics, openapi
 from web.auth import Authenticator
-from web.context import ApiContext, check_if_idle
+from web.context import ApiContext
 from web.errors import ApiError, handle_exception, handle_http_exception
 
 POOL_TIMEOUT_SECONDS = 3.0  # a request waits this long for a connection, then 503
@@ -58,6 +59,7 @@ def create_app(settings: Settings, database_url: str, registry: KindRegistry) ->
         timeout=POOL_TIMEOUT_SECONDS,
         open=False,
         check=check_if_idle,
+        reset=mark_used,
         reconnect_timeout=POOL_RECONNECT_SECONDS,
         kwargs={
             "application_name": application_name("web"),

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import limits
 from limits.storage import MemoryStorage
@@ -67,31 +66,7 @@ class ApiContext:
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
         async with self.pool.connection() as conn:
             await conn.set_autocommit(True)
-            try:
-                yield conn
-            finally:
-                _LAST_USED[conn] = time.monotonic()
-
-
-# When each pooled connection last served a request (see check_if_idle).
-_LAST_USED: WeakKeyDictionary[AsyncConnection[Any], float] = WeakKeyDictionary()
-# A connection used this recently is known to work; older ones are checked.
-IDLE_CHECK_SECONDS = 2.0
-
-
-async def check_if_idle(conn: AsyncConnection[Any]) -> None:
-    """The pool's check on checkout, but only for connections idle a while.
-
-    psycopg_pool runs its `check` on every checkout: one extra round trip per
-    request (measured: about a third of `GET /api/v1/jobs/{id}`'s time). A
-    connection that served a request moments ago is fine; one idle for longer
-    may have been cut by a server restart or a proxy, and is checked (and
-    replaced by the pool if broken) before a request gets it.
-    """
-    last = _LAST_USED.get(conn)
-    if last is not None and time.monotonic() - last < IDLE_CHECK_SECONDS:
-        return
-    await AsyncConnectionPool.check_connection(conn)
+            yield conn
 
 
 def api_context(request: Request) -> ApiContext:

@@ -359,6 +359,37 @@ async def many_expired(conn: AConn, count: int) -> None:
     )
 
 
+async def test_sweep_leaves_the_event_loop_running(aconn: AConn, tmp_path: Path) -> None:
+    """A worker runs cleanup on the loop that runs its exports: walking 20 K
+    files (an lstat and an unlink each) must happen in a thread, not stall every
+    job and heartbeat of the process meanwhile."""
+    settings = settings_for(tmp_path, orphan_grace_seconds=0)
+    root = settings.storage_dir
+    for i in range(20_000):
+        folder = root / f"{i % 256:02x}" / f"{i:08x}-0000-0000-0000-000000000000"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "r1-a1-x.tar.gz").write_bytes(b"o")
+    gaps: list[float] = []
+    sweeping = True
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while sweeping:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticks = asyncio.create_task(ticker())
+    report = await cleanup(aconn, settings)
+    sweeping = False
+    await ticks
+    assert report.orphans_removed == 20_000 and not any(root.iterdir())
+    # In the loop, the sweep stalled it for seconds; in a thread
+    # the longest gap is a scheduling hiccup. Generous bound for noisy machines.
+    assert max(gaps) < 0.5, f"event loop stalled {max(gaps):.2f} s during the sweep"
+
+
 async def live_packages(conn: AConn) -> int:
     cur = await conn.execute("SELECT count(*) FROM exportd.jobs WHERE package_path IS NOT NULL")
     found = await cur.fetchone()
