@@ -143,8 +143,7 @@ class _ParallelGzipWriter(io.RawIOBase):
             block = bytes(self._buffer)
             self._buffer.clear()
             if self._pool is None:
-                self.target.write(zlib.compress(block, self.level, wbits=GZIP_WBITS))
-                self._members += 1
+                self._write_member(block)
             else:
                 self._submit(block)
         self._drain(0)
@@ -158,14 +157,18 @@ class _ParallelGzipWriter(io.RawIOBase):
 
     def _submit(self, block: bytes) -> None:
         if self.threads <= 1:
-            self.target.write(zlib.compress(block, self.level, wbits=GZIP_WBITS))
-            self._members += 1
+            self._write_member(block)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="exportd-gzip")
         self._pending.append(self._pool.submit(zlib.compress, block, self.level, GZIP_WBITS))
         self._members += 1
         self._drain(2 * self.threads)
+
+    def _write_member(self, block: bytes) -> None:
+        """Compress in the caller's thread (one thread, or a package of one block)."""
+        self.target.write(zlib.compress(block, self.level, wbits=GZIP_WBITS))
+        self._members += 1
 
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep:
