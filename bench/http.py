@@ -42,8 +42,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from daemon.embedded import EmbeddedPostgres
-from daemon.migrations import Migrator
+from daemon.db.embedded import EmbeddedPostgres
+from daemon.db.migrations import Migrator
 from daemon.tokens import mint_token
 
 SECRET = secrets.token_hex(32)  # HS256 key of this run only

@@ -3,7 +3,7 @@
 Run: .venv/bin/python -m bench.packaging --mib 256 --rounds 3
 
 Files: four CSV-like text files (compressible like real exports) of
-`--mib` MiB in all. exportd's side is `daemon.packaging.build_package`
+`--mib` MiB in all. exportd's side is `daemon.worker.packaging.build_package`
 (streamed tar + gzip level 6 + sha256 of every file and of the package +
 manifest + fsync); the baseline is GNU `tar czf` (gzip level 6 via -z).
 Reports seconds (median, min, max) and the speed ratio tar ÷ exportd.
@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemon.packaging import PackageFile, build_package
+from daemon.kinds.context import PackageFile
+from daemon.worker.packaging import build_package
 
 
 def make_files(directory: Path, mib: int) -> list[Path]:

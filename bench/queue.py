@@ -45,14 +45,14 @@ from pgqueuer.types import QueueExecutionMode
 from procrastinate import App, PsycopgConnector
 from procrastinate.worker import Worker
 
-from daemon import store
 from daemon.config import Settings
-from daemon.embedded import EmbeddedPostgres
-from daemon.kinds import Kind, KindRegistry, Param
-from daemon.migrations import Migrator
+from daemon.db import jobs as job_store
+from daemon.db.embedded import EmbeddedPostgres
+from daemon.db.migrations import Migrator
+from daemon.kinds.context import ExportContext
+from daemon.kinds.registry import Kind, KindRegistry, Param
 from daemon.models import NewJob
-from daemon.pipeline import ExportContext
-from daemon.queue import ExportRuntime
+from daemon.worker.runtime import ExportRuntime
 
 SYSTEMS = ("procrastinate", "exportd", "pgqueuer")
 
@@ -182,7 +182,7 @@ class Exportd(Procrastinate):
         assert self._conn is not None
         async with self._conn.pipeline():
             for _ in range(n):
-                await store.create_job(
+                await job_store.create_job(
                     self._conn,
                     NewJob(kind="bench-noop", owner_id="bench", params={"key": ""}),
                     queue="exports",
@@ -199,7 +199,7 @@ class Exportd(Procrastinate):
 
     async def enqueue_one(self, key: str) -> None:
         assert self._conn is not None
-        await store.create_job(
+        await job_store.create_job(
             self._conn,
             NewJob(kind="bench-noop", owner_id="bench", params={"key": key}),
             queue="exports",

@@ -23,9 +23,9 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from daemon.embedded import EmbeddedPostgres
-from daemon.migrations import Migrator
-from daemon.sqlfiles import named_queries
+from daemon.db.embedded import EmbeddedPostgres
+from daemon.db.migrations import Migrator
+from daemon.db.queries import named_queries
 
 JOBS = named_queries("jobs")
 

@@ -28,15 +28,15 @@ from typing import Any
 
 import psycopg
 
+from daemon.actions import ExportRequest, create_export
 from daemon.config import Settings
-from daemon.embedded import EmbeddedPostgres, binaries_dir
-from daemon.exports import ExportRequest, create_export
-from daemon.exports_file import load_exports_file
-from daemon.kinds import KindRegistry
-from daemon.migrations import Migrator
+from daemon.db.embedded import EmbeddedPostgres, binaries_dir
+from daemon.db.jobs import get_job
+from daemon.db.migrations import Migrator
+from daemon.kinds.exports_file import load_exports_file
+from daemon.kinds.registry import KindRegistry
 from daemon.models import JobStatus
-from daemon.store import get_job
-from daemon.worker import WorkerDaemon
+from daemon.worker.process import WorkerDaemon
 
 QUERY = (
     "SELECT id, owner_id, created_at, label, amount, note FROM bench.rows WHERE owner_id = {owner}"

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg.conninfo
-
+from daemon.db.urls import check_database_url
 from daemon.errors import ConfigError
 
 PREFIX = "EXPORTD_"
@@ -116,6 +115,12 @@ class Settings:
         """Where `exportd up` keeps the JWT secret it generated."""
         return self.data_dir / "jwt_secret"
 
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before retrying after failed attempt number `attempt`:
+        exponential from `retry_base_seconds`, capped at `retry_max_seconds`."""
+        exponent = min(max(attempt - 1, 0), 30)
+        return float(min(self.retry_max_seconds, self.retry_base_seconds * 2**exponent))
+
 
 # ---------------------------------------------------------------------------
 # Parsers: each takes the raw value (a string from the environment, or any
@@ -168,14 +173,7 @@ def _port(raw: Any) -> int:
 
 
 def _database_url(raw: Any) -> str:
-    url = _text(raw).strip()
-    if "://" in url and not url.startswith(("postgresql://", "postgres://")):
-        raise ValueError("must be a postgresql:// URL or a libpq connection string")
-    try:
-        psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        raise ValueError("is not a valid PostgreSQL connection string") from None
-    return url
+    return check_database_url(_text(raw))
 
 
 def _path(raw: Any) -> Path:

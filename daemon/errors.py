@@ -47,3 +47,16 @@ class IdempotencyConflict(ExportdError):
 
 class ConstraintViolation(ExportdError):
     """A value broke a table constraint (e.g. progress outside 0..100)."""
+
+
+class QueryFailed(ExportdError):
+    """A configured export query failed on the server. The message is the
+    server's one line and SQLSTATE; `sqlstate` lets callers classify it."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message)
+
+
+class PackagingError(ExportdError):
+    """A file could not be packaged (not a regular file, vanished, bad name)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -26,6 +26,16 @@ class JobStatus(StrEnum):
 
 
 ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.IN_PROGRESS, JobStatus.CANCELLING})
+# Statuses after which nothing more happens without a manual retry. `failed`
+# is one of them only once settled (see `Job.is_finished`).
+FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.ROLLED_BACK, JobStatus.CANCELLED})
+
+
+def package_name(kind: str, created_at: datetime) -> str:
+    """`export-{kind}-{YYYY-MM-DD}.tar.gz`: the file name offered to browsers,
+    and (without `.tar.gz`) the top directory inside the package. The date is
+    the job's creation day in UTC, known before the package is built."""
+    return f"export-{kind}-{created_at.astimezone(UTC).date().isoformat()}.tar.gz"
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,22 @@ class Job:
     def __post_init__(self) -> None:
         # psycopg hands the enum over as text; keep the typed value.
         object.__setattr__(self, "status", JobStatus(self.status))
+
+    @property
+    def is_finished(self) -> bool:
+        """Nothing more will happen to this job until someone retries it.
+
+        `failed` is also the status while a final failure rolls back; the
+        settle that ends the rollback (or the rescue of a lost attempt) sets
+        `completed_at`, so a `failed` job with `completed_at` is finished.
+        """
+        if self.status in FINAL_STATUSES:
+            return True
+        return self.status is JobStatus.FAILED and self.completed_at is not None
+
+    @property
+    def package_name(self) -> str:
+        return package_name(self.kind, self.created_at)
 
 
 @dataclass(frozen=True)

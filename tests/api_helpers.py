@@ -17,7 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from daemon.config import Settings
-from daemon.kinds import KindRegistry
+from daemon.kinds.registry import KindRegistry
 from tests.helpers import fast_settings, kinds_registry
 from web.app import create_app
 

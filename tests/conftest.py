@@ -21,8 +21,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from daemon.embedded import EmbeddedPostgres
-from daemon.migrations import Migrator
+from daemon.db.embedded import EmbeddedPostgres
+from daemon.db.migrations import Migrator
 
 # Durability is not what the tests check; these make them several times faster.
 TEST_SERVER_OPTIONS = {

@@ -17,12 +17,12 @@ from uuid import UUID
 
 import psycopg
 
-from daemon import store
+from daemon.actions import ExportRequest, create_export
 from daemon.config import Settings
-from daemon.exports import ExportRequest, create_export
-from daemon.kinds import KindRegistry
+from daemon.db import jobs as job_store
+from daemon.kinds.registry import KindRegistry
 from daemon.models import Job, JobStatus
-from daemon.worker import WorkerDaemon
+from daemon.worker.process import WorkerDaemon
 from tests import kinds_for_tests
 
 FINAL = {JobStatus.COMPLETED, JobStatus.ROLLED_BACK, JobStatus.CANCELLED}
@@ -97,7 +97,7 @@ async def wait_for(
     wanted = set(statuses)
     deadline = time.monotonic() + timeout
     while True:
-        job = await store.get_job(conn, job_id)
+        job = await job_store.get_job(conn, job_id)
         if job.status in wanted and not (
             job.status is JobStatus.FAILED and job.completed_at is None
         ):

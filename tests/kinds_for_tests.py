@@ -10,8 +10,8 @@ import asyncio
 import json
 import os
 
-from daemon.kinds import Kind, Param
-from daemon.pipeline import ExportContext
+from daemon.kinds.context import ExportContext
+from daemon.kinds.registry import Kind, Param
 
 noop = Kind("noop", title="Does nothing (benchmarks)")
 

@@ -11,21 +11,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from daemon.config import Settings
-from daemon.database import POOL_RECONNECT_SECONDS
+from daemon.db.pools import Database
 from daemon.errors import ExportdError
-from daemon.kinds import KindRegistry
-from daemon.pools import check_if_idle, mark_used
-from daemon.queue import application_name
-from daemon.storage import PackageStorage
-from web import download, events, health, jobs, metrics, openapi
+from daemon.kinds.registry import KindRegistry
+from daemon.storage.local import PackageStorage
+from web import events, health, jobs, metrics, openapi, package_download
 from web.auth import Authenticator
 from web.context import ApiContext
 from web.errors import ApiError, handle_exception, handle_http_exception
@@ -41,7 +37,9 @@ def routes() -> list[Route]:
         Route(f"{api}/jobs/{{job_id}}", jobs.get_job, methods=["GET"]),
         Route(f"{api}/jobs/{{job_id}}/retry", jobs.retry_job, methods=["POST"]),
         Route(f"{api}/jobs/{{job_id}}/cancel", jobs.cancel_job, methods=["POST"]),
-        Route(f"{api}/jobs/{{job_id}}/download", download.download, methods=["GET", "HEAD"]),
+        Route(
+            f"{api}/jobs/{{job_id}}/download", package_download.download, methods=["GET", "HEAD"]
+        ),
         Route(f"{api}/jobs/{{job_id}}/events", events.job_events, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
@@ -52,25 +50,13 @@ def routes() -> list[Route]:
 
 def create_app(settings: Settings, database_url: str, registry: KindRegistry) -> Starlette:
     auth = Authenticator(settings)  # refuses to build without a way to verify tokens
-    pool = AsyncConnectionPool(
-        database_url,
-        min_size=1,
-        max_size=10,
-        timeout=POOL_TIMEOUT_SECONDS,
-        open=False,
-        check=check_if_idle,
-        reset=mark_used,
-        reconnect_timeout=POOL_RECONNECT_SECONDS,
-        kwargs={
-            "application_name": application_name("web"),
-            "connect_timeout": 5,
-            "autocommit": True,
-        },
+    database = Database(
+        database_url, role="web", max_size=10, timeout=POOL_TIMEOUT_SECONDS
     )
     ctx = ApiContext(
         settings=settings,
         registry=registry,
-        pool=pool,
+        database=database,
         auth=auth,
         storage=PackageStorage(settings.storage_dir),
         database_url=database_url,
@@ -80,13 +66,13 @@ def create_app(settings: Settings, database_url: str, registry: KindRegistry) ->
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await pool.open(wait=False)
+        await database.open()
         hub.start()
         try:
             yield
         finally:
             await hub.stop()
-            await pool.close()
+            await database.close()
 
     app = Starlette(
         routes=routes(),
@@ -97,8 +83,6 @@ def create_app(settings: Settings, database_url: str, registry: KindRegistry) ->
         exception_handlers={
             ApiError: handle_exception,
             ExportdError: handle_exception,
-            psycopg.OperationalError: handle_exception,
-            PoolTimeout: handle_exception,
             HTTPException: handle_http_exception,
             Exception: handle_exception,
         },

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
-from daemon.catalog import load_kinds
 from daemon.config import load_settings
+from daemon.kinds.catalog import load_kinds
 from web.app import create_app
 
 

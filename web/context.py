@@ -11,18 +11,17 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import limits
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from daemon.config import Settings
-from daemon.kinds import KindRegistry
-from daemon.storage import PackageStorage
+from daemon.db.connect import Connection
+from daemon.db.pools import Database
+from daemon.kinds.registry import KindRegistry
+from daemon.storage.local import PackageStorage
 from web.auth import Authenticator, Principal
 from web.errors import ApiError
 
@@ -31,7 +30,7 @@ from web.errors import ApiError
 class ApiContext:
     settings: Settings
     registry: KindRegistry
-    pool: AsyncConnectionPool[AsyncConnection[Any]]
+    database: Database
     auth: Authenticator
     storage: PackageStorage
     database_url: str
@@ -63,9 +62,9 @@ class ApiContext:
         return principal
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        async with self.pool.connection() as conn:
-            await conn.set_autocommit(True)
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled autocommit connection; DatabaseUnavailable when there is none."""
+        async with self.database.connection() as conn:
             yield conn
 
 

@@ -13,15 +13,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-import psycopg_pool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from daemon.errors import ExportdError, IdempotencyConflict, JobNotFound
-from daemon.exports import NotCancellable, NotRetryable
-from daemon.kinds import ParamError, UnknownKind
+from daemon.actions import NotCancellable, NotRetryable
+from daemon.errors import DatabaseUnavailable, ExportdError, IdempotencyConflict, JobNotFound
+from daemon.kinds.registry import ParamError, UnknownKind
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ def _from_exception(exc: Exception) -> ApiError | None:
         return ApiError(409, "JOB_NOT_RETRYABLE", str(exc))
     if isinstance(exc, NotCancellable):
         return ApiError(409, "JOB_NOT_CANCELLABLE", str(exc))
-    if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+    if isinstance(exc, DatabaseUnavailable):
         return ApiError(
             503,
             "DATABASE_UNAVAILABLE",

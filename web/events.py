@@ -1,8 +1,8 @@
 """GET /api/v1/jobs/{id}/events: live status and progress as Server-Sent Events.
 
-The worker announces every status or progress change of a job on the
-PostgreSQL channel `exportd_job_events` (a trigger, migration 0003). Each API
-process holds ONE connection that LISTENs to it (`EventHub`) and fans the
+The worker announces every status or progress change of a job on a
+PostgreSQL channel (a trigger, migration 0003). Each API process holds ONE
+listening connection (`daemon.db.listen`, owned by `EventHub`) and fans the
 notifications out to the streams open in that process, keyed by job id — a
 thousand clients following jobs cost one database connection, not a
 thousand.
@@ -12,7 +12,7 @@ whole job, re-read) and `progress` events (the progress fields of the
 notification) as they happen, a `: keep-alive` comment when nothing happened
 for `keepalive_seconds`, and ends after a final status. The subscription is
 made before the job is read, so no change between the read and the first
-notification is lost. When the LISTEN connection drops, the hub reconnects
+notification is lost. When the listening connection drops, the hub reconnects
 with backoff and tells every stream to re-read its job, so a client never
 misses the final status even if the notification itself was lost.
 """
@@ -27,39 +27,31 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
-import psycopg
-from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from daemon import store
-from daemon.models import Job, JobStatus
-from daemon.queue import application_name
-from daemon.sqlfiles import named_queries
+from daemon.db import jobs as job_store
+from daemon.db.listen import JobEventListener
+from daemon.errors import DatabaseUnavailable
+from daemon.models import Job
 from web.context import api_context
 from web.jobs import check_visible, job_json, parse_job_id
 
 log = logging.getLogger(__name__)
 
-Q = named_queries("events")
-CHANNEL = "exportd_job_events"
 # A stream that falls this far behind (a client reading slowly while a job
 # reports progress) drops its backlog and re-reads the job instead.
 QUEUE_SIZE = 64
 RECONNECT_MIN_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 5.0
-# Statuses after which nothing more happens without a manual retry.
-FINAL = frozenset({JobStatus.COMPLETED, JobStatus.ROLLED_BACK, JobStatus.CANCELLED})
 PROGRESS_FIELDS = ("job_id", "steps_completed", "steps_total", "current_step", "percentage")
-
-DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
 # Put on a stream's queue instead of a notification: "re-read the job".
 RESYNC: dict[str, Any] = {"resync": True}
 
 
 class EventHub:
-    """One LISTEN connection per process, fanned out to per-stream queues."""
+    """One listening connection per process, fanned out to per-stream queues."""
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
@@ -67,7 +59,7 @@ class EventHub:
         self.connections = 0  # successful (re)connects, for tests and logs
         self.listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._listener: JobEventListener | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -81,8 +73,8 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._conn is not None:
-            await self._conn.close()
+        if self._listener is not None:
+            await self._listener.close()
 
     async def _run(self) -> None:
         delay = RECONNECT_MIN_SECONDS
@@ -105,27 +97,21 @@ class EventHub:
                 delay = RECONNECT_MIN_SECONDS
 
     async def _listen(self) -> None:
-        conn = await psycopg.AsyncConnection.connect(
-            self.database_url,
-            autocommit=True,
-            connect_timeout=5,
-            application_name=application_name("web-events"),
-        )
-        self._conn = conn
+        listener = await JobEventListener.connect(self.database_url, role="web-events")
+        self._listener = listener
         try:
-            await conn.execute(f"LISTEN {CHANNEL}")
             self.connections += 1
             self.listening.set()
             # Anything announced while there was no connection is lost:
             # every stream re-reads its job.
             self._broadcast_resync()
-            async for notify in conn.notifies():
-                self._dispatch(notify.payload)
+            async for payload in listener.payloads():
+                self._dispatch(payload)
         finally:
             self.listening.clear()
-            self._conn = None
+            self._listener = None
             with contextlib.suppress(Exception):
-                await conn.close()
+                await listener.close()
 
     # -- fan-out ----------------------------------------------------------------
 
@@ -197,24 +183,9 @@ class JobStream:
         self.keepalive = keepalive
         self.progress = _progress(job)
 
-    async def is_final(self, job: Job) -> bool:
-        """Nothing more will happen to this job (until someone retries it).
-
-        `failed` is final only once its queue entry is settled: while a final
-        failure rolls back, the job is `failed` and becomes `rolled_back`.
-        """
-        if job.status in FINAL:
-            return True
-        if job.status is not JobStatus.FAILED:
-            return False
-        async with self.ctx.connection() as conn:
-            cur = await conn.execute(Q["queue_entry_open"], {"queue_job_id": job.queue_job_id})
-            row = await cur.fetchone()
-        return not (row and row[0])
-
     async def _reread(self) -> AsyncIterator[bytes]:
         async with self.ctx.connection() as conn:
-            job = await store.get_job(conn, self.job.job_id)
+            job = await job_store.get_job(conn, self.job.job_id)
         if job.status is not self.job.status:
             yield sse("status", job_json(job))
         elif _progress(job) != self.progress:
@@ -225,7 +196,7 @@ class JobStream:
         yield b"retry: 2000\n\n"
         yield sse("status", job_json(self.job))
         stale = False  # a re-read failed (database away): retry it until it works
-        while stale or not await self._final_or_unknown():
+        while stale or not self.job.is_finished:
             try:
                 event = await asyncio.wait_for(self.queue.get(), timeout=self.keepalive)
             except TimeoutError:
@@ -238,7 +209,7 @@ class JobStream:
                     async for chunk in self._reread():
                         yield chunk
                     stale = False
-                except DATABASE_ERRORS:
+                except DatabaseUnavailable:
                     # Keep the client; the hub's reconnect (or the next
                     # keep-alive) triggers another re-read.
                     stale = True
@@ -249,12 +220,6 @@ class JobStream:
                 self.progress = progress
                 yield sse("progress", progress)
 
-    async def _final_or_unknown(self) -> bool:
-        try:
-            return await self.is_final(self.job)
-        except DATABASE_ERRORS:
-            return False
-
 
 async def job_events(request: Request) -> StreamingResponse:
     ctx = api_context(request)
@@ -264,7 +229,7 @@ async def job_events(request: Request) -> StreamingResponse:
     queue = hub.subscribe(job_id)  # before reading: no change can slip between
     try:
         async with ctx.connection() as conn:
-            job = await store.get_job(conn, job_id)
+            job = await job_store.get_job(conn, job_id)
         check_visible(job, principal)
     except BaseException:
         hub.unsubscribe(job_id, queue)

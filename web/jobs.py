@@ -14,8 +14,8 @@ from uuid import UUID
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from daemon import store
-from daemon.exports import ExportRequest, cancel_export, create_export, retry_export
+from daemon.actions import ExportRequest, cancel_export, create_export, retry_export
+from daemon.db import jobs as job_store
 from daemon.models import Job, JobStatus
 from web.auth import Principal
 from web.context import ApiContext, api_context
@@ -86,7 +86,7 @@ def check_visible(job: Job, principal: Principal, *, code: str = "FORBIDDEN") ->
 async def visible_job(ctx: ApiContext, request: Request, principal: Principal) -> Job:
     job_id = parse_job_id(request)
     async with ctx.connection() as conn:
-        job = await store.get_job(conn, job_id)
+        job = await job_store.get_job(conn, job_id)
     check_visible(job, principal)
     return job
 
@@ -193,7 +193,7 @@ def encode_cursor(ctx: ApiContext, job: Job) -> str:
     return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
 
 
-def decode_cursor(ctx: ApiContext, text: str) -> store.Cursor:
+def decode_cursor(ctx: ApiContext, text: str) -> job_store.Cursor:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         mac, payload = raw[:16], raw[16:]
@@ -201,7 +201,7 @@ def decode_cursor(ctx: ApiContext, text: str) -> store.Cursor:
         if not hmac.compare_digest(mac, expected):
             raise ValueError("bad signature")
         created, _, job_id = payload.decode().partition("|")
-        return store.Cursor(datetime.fromisoformat(created), UUID(job_id))
+        return job_store.Cursor(datetime.fromisoformat(created), UUID(job_id))
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "VALIDATION_ERROR", "invalid cursor", field="cursor") from None
 
@@ -222,8 +222,10 @@ async def list_jobs(request: Request) -> JSONResponse:
         except ValueError:
             raise ApiError(400, "VALIDATION_ERROR", "unknown status", field="status") from None
     limit_text = query.get("limit", "50")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= store.MAX_PAGE:
-        raise ApiError(400, "VALIDATION_ERROR", f"limit must be 1-{store.MAX_PAGE}", field="limit")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= job_store.MAX_PAGE:
+        raise ApiError(
+            400, "VALIDATION_ERROR", f"limit must be 1-{job_store.MAX_PAGE}", field="limit"
+        )
     # Admins see every owner's jobs, or one owner's with owner=; others their own.
     owner: str | None = None if principal.admin else principal.subject
     if "owner" in query:
@@ -237,7 +239,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     after = decode_cursor(ctx, query["cursor"]) if query.get("cursor") else None
     limit = int(limit_text)
     async with ctx.connection() as conn:
-        jobs = await store.list_jobs(
+        jobs = await job_store.list_jobs(
             conn, owner_id=owner, status=status, kind=kind, after=after, limit=limit
         )
     next_cursor = encode_cursor(ctx, jobs[-1]) if len(jobs) == limit else None

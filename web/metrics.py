@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from typing import Any
 
 from prometheus_client import (
@@ -36,11 +37,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from daemon.db.metrics import read_figures
 from daemon.models import JobStatus
-from daemon.sqlfiles import named_queries
 from web.context import api_context
 
-Q = named_queries("metrics")
 SCRAPE_DEADLINE_SECONDS = 2.0
 # Upper bounds (seconds) of the job duration buckets.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
@@ -55,7 +55,7 @@ REQUEST_SECONDS = Histogram(
     "Time to the start of the response (downloads: not the transfer), by route template",
     ["route"],
 )
-# Incremented by web.download with the body bytes each download response sent.
+# Incremented by web.package_download with the body bytes each download response sent.
 DOWNLOAD_BYTES = Counter(
     "exportd_download_bytes", "Package bytes sent by download responses (exportd itself)"
 )
@@ -149,25 +149,8 @@ async def _read_figures(request: Request) -> dict[str, Any] | None:
     ctx = api_context(request)
 
     async def read() -> dict[str, Any]:
-        async with ctx.pool.connection(timeout=SCRAPE_DEADLINE_SECONDS) as conn:
-            await conn.execute("SET statement_timeout = '2s'")
-            by_status = await (await conn.execute(Q["jobs_by_status"])).fetchall()
-            queue = await (await conn.execute(Q["queue_depth"])).fetchall()
-            cur = await conn.execute(Q["job_figures"], {"buckets": list(DURATION_BUCKETS)})
-            row = await cur.fetchone()
-            await conn.execute("RESET statement_timeout")
-        assert row is not None
-        oldest, durations, duration_count, duration_sum, packages, package_bytes = row
-        return {
-            "by_status": by_status,
-            "queue": queue,
-            "oldest_pending": oldest,
-            "durations": durations,
-            "duration_count": duration_count,
-            "duration_sum": duration_sum,
-            "packages": packages,
-            "package_bytes": package_bytes,
-        }
+        async with ctx.database.connection(wait_seconds=SCRAPE_DEADLINE_SECONDS) as conn:
+            return asdict(await read_figures(conn, DURATION_BUCKETS))
 
     try:
         return await asyncio.wait_for(read(), timeout=SCRAPE_DEADLINE_SECONDS + 0.5)

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from daemon import __version__
+from daemon.db.jobs import MAX_PAGE
 from daemon.models import JobStatus
-from daemon.store import MAX_PAGE
 
 JSON = "application/json"
 

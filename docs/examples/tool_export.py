@@ -25,8 +25,7 @@ import os
 import re
 from pathlib import Path
 
-from daemon.kinds import Kind, Param
-from daemon.pipeline import ExportContext
+from daemon.kinds import ExportContext, Kind, Param
 
 tool = Kind(
     "tool",

@@ -3,7 +3,7 @@
 -- commit procrastinate would make anyway. Each is guarded by the attempt's
 -- identity (run, attempt) and the expected status, so an attempt that lost
 -- its job (cancelled, rescued after a lost heartbeat) changes nothing.
--- daemon/queue.py is the only caller.
+-- daemon/db/attempts.py is the only caller.
 
 -- name: complete_attempt
 WITH job AS (

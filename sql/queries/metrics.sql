@@ -1,4 +1,11 @@
--- Figures GET /metrics reads at scrape time (web/metrics.py).
+-- Figures GET /metrics reads at scrape time (daemon/db/metrics.py).
+
+-- name: limit_scrape
+-- A scrape must not queue behind a slow statement for long.
+SET statement_timeout = '2s'
+
+-- name: end_scrape
+RESET statement_timeout
 
 -- name: jobs_by_status
 SELECT status::text, count(*) FROM exportd.jobs GROUP BY status

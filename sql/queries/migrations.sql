@@ -42,3 +42,7 @@ INSERT INTO exportd.queue_migrations (name) VALUES (%(name)s) ON CONFLICT (name)
 
 -- name: queue_tables_exist
 SELECT to_regclass('procrastinate_jobs') IS NOT NULL
+
+-- name: limit_readiness_check
+-- /readyz answers within seconds even when the catalog is locked.
+SET statement_timeout = '2s'

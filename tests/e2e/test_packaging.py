@@ -69,7 +69,7 @@ def test_wheel_install_runs_migrate(tmp_path: Path, empty_db_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTD_", "PYTHON"))}
     env["EXPORTD_DATABASE_URL"] = empty_db_url
     where = subprocess.run(
-        [str(python), "-c", "import daemon.sqlfiles as s; print(s.sql_dir())"],
+        [str(python), "-c", "import daemon.db.queries as s; print(s.sql_dir())"],
         env=env,
         cwd=tmp_path,
         check=True,

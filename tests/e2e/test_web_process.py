@@ -12,8 +12,8 @@ import httpx
 import psycopg
 import pytest
 
-from daemon.embedded import EmbeddedPostgres
-from daemon.migrations import Migrator
+from daemon.db.embedded import EmbeddedPostgres
+from daemon.db.migrations import Migrator
 from tests.api_helpers import SECRET, bearer, token
 from tests.conftest import TEST_SERVER_OPTIONS
 from tests.e2e.processes import EXPORTD, free_port, wait_until_up, web, worker, worker_env

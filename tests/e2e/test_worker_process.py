@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from daemon.embedded import EmbeddedPostgres
-from daemon.migrations import Migrator
-from daemon.queue import SHUTDOWN_ERROR
+from daemon.db.embedded import EmbeddedPostgres
+from daemon.db.migrations import Migrator
+from daemon.worker.settle import SHUTDOWN_ERROR
 from tests.conftest import TEST_SERVER_OPTIONS
 from tests.e2e.processes import (
     EXPORTD,

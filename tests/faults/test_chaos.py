@@ -32,8 +32,8 @@ import httpx
 import psycopg
 import pytest
 
-from daemon.retention import Cleanup
-from daemon.storage import PackageStorage
+from daemon.maintenance.cleanup import Cleanup
+from daemon.storage.local import PackageStorage
 from tests.api_helpers import SECRET, bearer
 from tests.e2e.processes import EXPORTD, web, worker_env
 from tests.helpers import fast_settings

@@ -20,12 +20,12 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-from daemon import downloads
+from daemon.db import downloads
 from daemon.models import JobStatus
-from daemon.storage import PackageStorage
+from daemon.storage.local import PackageStorage
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.helpers import completed_job, create, running_worker, wait_for
-from web.download import human_size
+from web.package_download import human_size
 
 pytestmark = pytest.mark.anyio
 AConn = psycopg.AsyncConnection[Any]

@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from daemon.exports import cancel_export
+from daemon.actions import cancel_export
 from tests.api_helpers import api_client, api_settings, bearer, live_app
 from tests.helpers import create, running_worker
 

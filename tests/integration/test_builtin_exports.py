@@ -15,11 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from daemon.exports import ExportRequest, create_export
-from daemon.exports_file import load_exports_file
-from daemon.kinds import KindRegistry, ParamError
+from daemon.actions import ExportRequest, create_export
+from daemon.kinds.exports_file import load_exports_file
+from daemon.kinds.registry import KindRegistry, ParamError
 from daemon.models import JobStatus
-from daemon.storage import PackageStorage
+from daemon.storage.local import PackageStorage
 from tests.helpers import fast_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.anyio

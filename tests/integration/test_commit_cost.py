@@ -17,7 +17,7 @@ import pytest
 from procrastinate import App, PsycopgConnector
 from procrastinate.worker import Worker
 
-from daemon.queue import ExportRuntime
+from daemon.worker.runtime import ExportRuntime
 from tests.helpers import create, fast_settings, kinds_registry
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""daemon.file_export on a real directory tree: globs, `{owner_id}`, and
+"""daemon.kinds.files on a real directory tree: globs, `{owner_id}`, and
 nothing outside the root (symlinks, `..`, unsafe owner ids) ever packaged."""
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.file_export import FileExport, FileExportError, compile_glob
-from daemon.kinds import Kind
+from daemon.kinds.context import ExportContext, JobCancelled, JobInfo
+from daemon.kinds.files import FileExport, FileExportError, compile_glob
+from daemon.kinds.progress import ProgressSink
+from daemon.kinds.registry import Kind
 from daemon.models import JobStatus
-from daemon.packaging import build_package
-from daemon.pipeline import ExportContext, JobCancelled, JobInfo, ProgressSink, run_steps
+from daemon.worker.packaging import build_package
+from daemon.worker.pipeline import run_steps
 
 pytestmark = pytest.mark.anyio
 

@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from daemon.kinds import Kind, KindRegistry
+from daemon.kinds.registry import Kind, KindRegistry
 from daemon.models import JobStatus
-from daemon.storage import PackageStorage
+from daemon.storage.local import PackageStorage
 from tests.helpers import create, fast_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.anyio

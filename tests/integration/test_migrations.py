@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from daemon.db.migrations import Migrator, discover, queue_migration_names
+from daemon.db.queries import named_queries, sql_dir
 from daemon.errors import MigrationError
-from daemon.migrations import Migrator, discover, queue_migration_names
-from daemon.sqlfiles import named_queries, sql_dir
 
 EXPORTD = str(Path(sys.executable).with_name("exportd"))
 

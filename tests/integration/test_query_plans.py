@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from daemon.sqlfiles import named_queries
+from daemon.db.queries import named_queries
 from tests.conftest import PgServer
 
 Q = named_queries("jobs")

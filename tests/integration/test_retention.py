@@ -16,11 +16,12 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from daemon.actions import cancel_export, retry_export
 from daemon.config import Settings
-from daemon.exports import cancel_export, retry_export
+from daemon.maintenance.cleanup import Cleanup, CleanupReport
+from daemon.maintenance.schedule import every
 from daemon.models import JobStatus
-from daemon.retention import Cleanup, CleanupReport, cleanup_cron
-from daemon.storage import PackageStorage
+from daemon.storage.local import PackageStorage
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.e2e.processes import EXPORTD, worker_env
 from tests.helpers import (
@@ -454,10 +455,10 @@ async def test_hundred_thousand_expired_in_bounded_batches(aconn: AConn, tmp_pat
 
 
 def test_cleanup_cron() -> None:
-    assert cleanup_cron(1) == "* * * * * */1"
-    assert cleanup_cron(30) == "* * * * * */30"
-    assert cleanup_cron(900) == "*/15 * * * *"
-    assert cleanup_cron(7200) == "0 */2 * * *"
+    assert every(1) == "* * * * * */1"
+    assert every(30) == "* * * * * */30"
+    assert every(900) == "*/15 * * * *"
+    assert every(7200) == "0 */2 * * *"
 
 
 async def test_a_worker_runs_cleanup_periodically(

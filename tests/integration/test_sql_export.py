@@ -1,4 +1,4 @@
-"""daemon.sql_export against a real database: exact CSV and JSON Lines output,
+"""daemon.kinds.sql against a real database: exact CSV and JSON Lines output,
 owner isolation, bound params, read-only transactions, statement timeouts
 and cancellation that reaches the server."""
 
@@ -18,11 +18,12 @@ import anyio
 import psycopg
 import pytest
 
-from daemon.exports_file import load_exports_file
-from daemon.kinds import Kind, ParamError
+from daemon.kinds.context import ExportContext, JobCancelled, JobInfo
+from daemon.kinds.exports_file import load_exports_file
+from daemon.kinds.registry import Kind, ParamError
+from daemon.kinds.sql import SqlExportError
 from daemon.models import JobStatus
-from daemon.pipeline import ExportContext, JobCancelled, JobInfo, run_steps
-from daemon.sql_export import SqlExportError
+from daemon.worker.pipeline import run_steps
 
 pytestmark = pytest.mark.anyio
 
@@ -66,6 +67,7 @@ def make_ctx(
     owner: str | None = "alice",
     params: dict[str, Any] | None = None,
     validate: bool = True,
+    sink: RecordingSink | None = None,
 ) -> ExportContext:
     job = JobInfo(
         job_id=uuid.uuid4(),
@@ -77,7 +79,11 @@ def make_ctx(
         created_at=datetime.now(UTC),
     )
     return ExportContext(
-        job=job, kind=kind, work_dir=tmp_path / "work", sink=RecordingSink(), progress_interval=0
+        job=job,
+        kind=kind,
+        work_dir=tmp_path / "work",
+        sink=sink or RecordingSink(),
+        progress_interval=0,
     )
 
 
@@ -297,12 +303,13 @@ name = "big"
 sql = "SELECT i, repeat('x', 100) AS pad FROM generate_series(1, 20000) AS i"
 """,
     )
-    ctx = make_ctx(tmp_path, kind)
+    recording = RecordingSink()
+    ctx = make_ctx(tmp_path, kind, sink=recording)
     await run_steps(kind, ctx)
     assert ctx.result["rows"] == {"big": 20000}
     text = (ctx.work_dir / "big.csv").read_text()
     assert text.count("\n") == 20001
-    sink = ctx._sink
+    sink = recording
     assert isinstance(sink, RecordingSink)
     assert any(step and "written" in step for _, _, step, _ in sink.calls)
 

@@ -1,4 +1,4 @@
-"""daemon.store against a real database: the named queries and the error
+"""daemon.db.jobs against a real database: the named queries and the error
 translation at the store boundary."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from daemon import store
+from daemon.db import jobs as job_store
 from daemon.errors import ConstraintViolation, IdempotencyConflict, InvalidTransition, JobNotFound
 from daemon.models import Job, JobStatus, NewJob
 
@@ -21,7 +21,7 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 async def create(conn: AConn, new: NewJob, *, now: datetime | None = None) -> Job:
-    return await store.create_job(conn, new, queue="exports", task="run_export", now=now)
+    return await job_store.create_job(conn, new, queue="exports", task="run_export", now=now)
 
 
 async def test_insert_and_get(aconn: AConn) -> None:
@@ -34,7 +34,7 @@ async def test_insert_and_get(aconn: AConn) -> None:
     assert (job.attempts, job.max_attempts, job.run, job.priority) == (0, 3, 1, 3)
     assert job.params == {"since": "2026-01-01"}
     assert job.created_at == job.scheduled_at == T0
-    assert await store.get_job(aconn, job.job_id) == job
+    assert await job_store.get_job(aconn, job.job_id) == job
 
 
 async def test_scheduled_at_can_be_in_the_future(aconn: AConn) -> None:
@@ -48,7 +48,7 @@ async def test_scheduled_at_can_be_in_the_future(aconn: AConn) -> None:
 
 async def test_get_unknown_job_raises_job_not_found(aconn: AConn) -> None:
     with pytest.raises(JobNotFound):
-        await store.get_job(aconn, uuid.uuid4())
+        await job_store.get_job(aconn, uuid.uuid4())
 
 
 async def test_idempotency_key_reuse_is_a_conflict(aconn: AConn) -> None:
@@ -56,8 +56,8 @@ async def test_idempotency_key_reuse_is_a_conflict(aconn: AConn) -> None:
     first = await create(aconn, new)
     with pytest.raises(IdempotencyConflict):
         await create(aconn, new)
-    assert await store.find_by_idempotency_key(aconn, "alice", "k") == first
-    assert await store.find_by_idempotency_key(aconn, "bob", "k") is None
+    assert await job_store.find_by_idempotency_key(aconn, "alice", "k") == first
+    assert await job_store.find_by_idempotency_key(aconn, "bob", "k") is None
 
 
 async def test_bad_values_become_constraint_violations(aconn: AConn) -> None:
@@ -83,11 +83,11 @@ async def test_list_is_newest_first_with_keyset_pages(aconn: AConn) -> None:
     seen = []
     after = None
     while True:
-        page = await store.list_jobs(aconn, owner_id="alice", after=after, limit=2)
+        page = await job_store.list_jobs(aconn, owner_id="alice", after=after, limit=2)
         if not page:
             break
         seen.extend(page)
-        after = store.Cursor(page[-1].created_at, page[-1].job_id)
+        after = job_store.Cursor(page[-1].created_at, page[-1].job_id)
     assert sorted(j.job_id for j in seen) == sorted(ids)
     keys = [(j.created_at, j.job_id) for j in seen]
     assert keys == sorted(keys, reverse=True)
@@ -98,31 +98,31 @@ async def test_list_filters_and_admin_view(aconn: AConn) -> None:
     a = await create(aconn, NewJob(kind="orders", owner_id="alice", params={}))
     await create(aconn, NewJob(kind="uploads", owner_id="alice", params={}))
     await create(aconn, NewJob(kind="orders", owner_id="bob", params={}))
-    await store.set_status(aconn, a.job_id, JobStatus.CANCELLED)
+    await job_store.set_status(aconn, a.job_id, JobStatus.CANCELLED)
 
-    by_kind = await store.list_jobs(aconn, owner_id="alice", kind="uploads")
+    by_kind = await job_store.list_jobs(aconn, owner_id="alice", kind="uploads")
     assert [j.kind for j in by_kind] == ["uploads"]
-    by_status = await store.list_jobs(aconn, owner_id="alice", status=JobStatus.CANCELLED)
+    by_status = await job_store.list_jobs(aconn, owner_id="alice", status=JobStatus.CANCELLED)
     assert [j.job_id for j in by_status] == [a.job_id]
-    everyone = await store.list_jobs(aconn, owner_id=None)
+    everyone = await job_store.list_jobs(aconn, owner_id=None)
     assert {j.owner_id for j in everyone} == {"alice", "bob"}
     with pytest.raises(ValueError, match="limit"):
-        await store.list_jobs(aconn, owner_id="alice", limit=store.MAX_PAGE + 1)
+        await job_store.list_jobs(aconn, owner_id="alice", limit=job_store.MAX_PAGE + 1)
 
 
 async def test_set_status_keeps_timestamps_and_progress_consistent(aconn: AConn) -> None:
     job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
-    running = await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS, now=T0)
+    running = await job_store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS, now=T0)
     assert running is not None and running.started_at == T0 and running.completed_at is None
-    status = await store.update_progress(aconn, job.job_id, 2, 4, "Exporting orders")
+    status = await job_store.update_progress(aconn, job.job_id, 2, 4, "Exporting orders")
     assert status is JobStatus.IN_PROGRESS
-    mid = await store.get_job(aconn, job.job_id)
+    mid = await job_store.get_job(aconn, job.job_id)
     assert (mid.steps_completed, mid.steps_total, mid.progress_percentage) == (2, 4, 50)
     assert mid.current_step == "Exporting orders"
     # all steps done but not yet completed: still below 100
-    await store.update_progress(aconn, job.job_id, 4, 4, "Packaging")
-    assert (await store.get_job(aconn, job.job_id)).progress_percentage == 99
-    done = await store.set_status(aconn, job.job_id, JobStatus.COMPLETED, now=T0 + timedelta(1))
+    await job_store.update_progress(aconn, job.job_id, 4, 4, "Packaging")
+    assert (await job_store.get_job(aconn, job.job_id)).progress_percentage == 99
+    done = await job_store.set_status(aconn, job.job_id, JobStatus.COMPLETED, now=T0 + timedelta(1))
     assert done is not None
     assert done.progress_percentage == 100 and done.steps_completed == 4
     assert done.completed_at == T0 + timedelta(1)
@@ -130,50 +130,50 @@ async def test_set_status_keeps_timestamps_and_progress_consistent(aconn: AConn)
 
 async def test_progress_of_a_job_that_is_not_running_is_ignored(aconn: AConn) -> None:
     job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
-    assert await store.update_progress(aconn, job.job_id, 1, 2, "x") is None
-    assert (await store.get_job(aconn, job.job_id)).steps_completed == 0
+    assert await job_store.update_progress(aconn, job.job_id, 1, 2, "x") is None
+    assert (await job_store.get_job(aconn, job.job_id)).steps_completed == 0
 
 
 async def test_progress_reports_cancellation_in_the_same_round_trip(aconn: AConn) -> None:
     job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
-    await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
-    await store.set_status(aconn, job.job_id, JobStatus.CANCELLING)
-    assert await store.update_progress(aconn, job.job_id, 1, 2, "x") is JobStatus.CANCELLING
+    await job_store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
+    await job_store.set_status(aconn, job.job_id, JobStatus.CANCELLING)
+    assert await job_store.update_progress(aconn, job.job_id, 1, 2, "x") is JobStatus.CANCELLING
 
 
 async def test_progress_beyond_total_is_refused(aconn: AConn) -> None:
     job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
-    await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
+    await job_store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
     with pytest.raises(ConstraintViolation):
-        await store.update_progress(aconn, job.job_id, 3, 2, "x")
+        await job_store.update_progress(aconn, job.job_id, 3, 2, "x")
 
 
 async def test_illegal_transition_is_translated(aconn: AConn) -> None:
     job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
     with pytest.raises(InvalidTransition, match="cannot go from pending to completed"):
-        await store.set_status(aconn, job.job_id, JobStatus.COMPLETED)
+        await job_store.set_status(aconn, job.job_id, JobStatus.COMPLETED)
 
 
 async def test_compare_and_set_loses_races_quietly(aconn: AConn) -> None:
     job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
-    await store.set_status(aconn, job.job_id, JobStatus.CANCELLED, expected=JobStatus.PENDING)
-    lost = await store.set_status(
+    await job_store.set_status(aconn, job.job_id, JobStatus.CANCELLED, expected=JobStatus.PENDING)
+    lost = await job_store.set_status(
         aconn, job.job_id, JobStatus.IN_PROGRESS, expected=JobStatus.PENDING
     )
     assert lost is None
-    assert (await store.get_job(aconn, job.job_id)).status is JobStatus.CANCELLED
+    assert (await job_store.get_job(aconn, job.job_id)).status is JobStatus.CANCELLED
 
 
 async def test_error_message_is_kept_until_the_next_run(aconn: AConn) -> None:
     job = await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
-    await store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
-    failed = await store.set_status(
+    await job_store.set_status(aconn, job.job_id, JobStatus.IN_PROGRESS)
+    failed = await job_store.set_status(
         aconn, job.job_id, JobStatus.FAILED, error_message="ValueError: bad"
     )
     assert failed is not None and failed.error_message == "ValueError: bad"
-    rolled = await store.set_status(aconn, job.job_id, JobStatus.ROLLED_BACK)
+    rolled = await job_store.set_status(aconn, job.job_id, JobStatus.ROLLED_BACK)
     assert rolled is not None and rolled.error_message == "ValueError: bad"
-    again = await store.set_status(aconn, job.job_id, JobStatus.PENDING)
+    again = await job_store.set_status(aconn, job.job_id, JobStatus.PENDING)
     assert again is not None and again.error_message is None and again.completed_at is None
 
 
@@ -187,9 +187,9 @@ async def test_expiry_scan_returns_due_packages_oldest_first(aconn: AConn) -> No
         )
         if days < 0:
             due.append(job.job_id)
-    found = await store.packages_due_for_expiry(aconn, now=T0)
+    found = await job_store.packages_due_for_expiry(aconn, now=T0)
     assert [p.job_id for p in found] == due
-    assert await store.packages_due_for_expiry(aconn, now=T0 - timedelta(days=10)) == []
+    assert await job_store.packages_due_for_expiry(aconn, now=T0 - timedelta(days=10)) == []
 
 
 async def test_create_job_defers_its_queue_entry_in_the_same_statement(aconn: AConn) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from daemon import store
-from daemon.exports import cancel_export
+from daemon.actions import cancel_export
+from daemon.db import jobs as job_store
 from daemon.models import JobStatus
-from daemon.storage import PackageStorage
+from daemon.storage.local import PackageStorage
 from tests.helpers import attempt_rows, create, fast_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -137,7 +137,7 @@ async def test_cancelled_pending_job_never_runs(aconn: AConn, db_url: str, tmp_p
         marker = await create(aconn, "noop")  # runs after the delay would have passed
         await asyncio.sleep(0.6)
         await wait_for(aconn, marker.job_id)
-    assert (await store.get_job(aconn, job.job_id)).status is JobStatus.CANCELLED
+    assert (await job_store.get_job(aconn, job.job_id)).status is JobStatus.CANCELLED
     assert await attempt_rows(aconn, job.job_id) == []
     cur = await aconn.execute(
         "SELECT status::text FROM procrastinate_jobs WHERE id = %s", (job.queue_job_id,)

@@ -1,4 +1,4 @@
-"""daemon.exports_file: a valid file becomes kinds; every mistake is one line
+"""daemon.kinds.exports_file: a valid file becomes kinds; every mistake is one line
 naming the kind and the field."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import ConfigError
-from daemon.exports_file import FILES_STEP_TITLE, load_exports_file
-from daemon.file_export import FileExport
-from daemon.kinds import Kind, Param, ParamError
-from daemon.sql_export import SqlQueryExport
+from daemon.kinds.exports_file import FILES_STEP_TITLE, load_exports_file
+from daemon.kinds.files import FileExport
+from daemon.kinds.registry import Kind, Param, ParamError
+from daemon.kinds.sql import SqlQueryExport
 
 OWN_DB = "postgresql://exportd@localhost/exportd"
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.packaging import PackageFile, PackagingError, build_package, check_arcname
+from daemon.errors import PackagingError
+from daemon.kinds.context import PackageFile, check_arcname
+from daemon.worker.packaging import build_package
 
 
 def test_package_has_files_then_manifest_with_hashes(tmp_path: Path) -> None:

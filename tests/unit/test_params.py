@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from daemon.exports import ExportRequest, _check_request
-from daemon.kinds import Param, ParamError
+from daemon.actions import ExportRequest, _check_request
+from daemon.kinds.registry import Param, ParamError
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.kinds import Kind
+from daemon.kinds.context import ExportContext, JobInfo
+from daemon.kinds.registry import Kind
 from daemon.models import JobStatus
-from daemon.pipeline import ExportContext, JobInfo
 
 pytestmark = pytest.mark.anyio
 

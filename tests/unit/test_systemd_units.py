@@ -26,7 +26,7 @@ EXECUTABLE = "/opt/exportd/bin/exportd"
 # `systemd-analyze verify` takes a template only through one of its instances.
 TEMPLATE_INSTANCE = "1"
 DEFAULT_GRACE_SECONDS = Settings().shutdown_grace_seconds
-# The exit status of a configuration error (docs/operations.md, daemon.cli.EXIT_CONFIG).
+# The exit status of a configuration error (docs/operations.md, daemon.cli.main.EXIT_CONFIG).
 CONFIG_ERROR_STATUS = "2"
 
 # The one executable every unit runs is not installed on a development or CI

@@ -1,0 +1,144 @@
+"""Creating, cancelling and retrying exports: the rules shared by the CLI and the API.
+
+Validation happens before anything is written: an unknown kind or a bad
+parameter never leaves a row or a queue entry behind.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from daemon.db import jobs as job_store
+from daemon.errors import ExportdError, IdempotencyConflict
+from daemon.kinds.registry import KindRegistry, ParamError
+from daemon.models import ACTIVE_STATUSES, Job, JobStatus, NewJob
+from daemon.tasks import EXPORT_TASK
+
+MAX_DELAY_SECONDS = 366 * 24 * 3600
+MAX_ATTEMPTS_LIMIT = 100
+PRIORITY_RANGE = range(-1000, 1001)
+
+
+class NotRetryable(ExportdError):
+    """The job cannot start a new run in its current state."""
+
+
+class NotCancellable(ExportdError):
+    """The job has already finished."""
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    kind: str
+    params: Any = None
+    priority: int = 0
+    delay_seconds: float = 0
+    max_attempts: int | None = None
+
+
+def _check_request(request: ExportRequest) -> None:
+    if isinstance(request.priority, bool) or not isinstance(request.priority, int):
+        raise ParamError("priority", "must be an integer")
+    if request.priority not in PRIORITY_RANGE:
+        raise ParamError("priority", "must be between -1000 and 1000")
+    delay = request.delay_seconds
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not math.isfinite(delay)
+        or delay < 0
+    ):
+        raise ParamError("delay_seconds", "must be a number >= 0")
+    if delay > MAX_DELAY_SECONDS:
+        raise ParamError("delay_seconds", "must be at most one year")
+    attempts = request.max_attempts
+    if attempts is not None and (
+        isinstance(attempts, bool)
+        or not isinstance(attempts, int)
+        or not 1 <= attempts <= MAX_ATTEMPTS_LIMIT
+    ):
+        raise ParamError("max_attempts", f"must be an integer between 1 and {MAX_ATTEMPTS_LIMIT}")
+
+
+async def create_export(
+    conn: job_store.Connection,
+    registry: KindRegistry,
+    request: ExportRequest,
+    *,
+    owner_id: str,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> tuple[Job, bool]:
+    """Validate and enqueue; returns (job, created). A replayed idempotency key
+    with the same request returns the existing job with created=False."""
+    kind = registry.get(request.kind)
+    _check_request(request)
+    params = kind.validate_params(request.params)
+    max_attempts = request.max_attempts or kind.max_attempts or 3
+    scheduled_at = None
+    if request.delay_seconds:
+        scheduled_at = (now or datetime.now(UTC)) + timedelta(seconds=request.delay_seconds)
+    new = NewJob(
+        kind=kind.name,
+        owner_id=owner_id,
+        params=params,
+        priority=request.priority,
+        max_attempts=max_attempts,
+        idempotency_key=idempotency_key,
+        scheduled_at=scheduled_at,
+    )
+    try:
+        job = await job_store.create_job(conn, new, queue=kind.queue, task=EXPORT_TASK, now=now)
+    except IdempotencyConflict:
+        assert idempotency_key is not None
+        existing = await job_store.find_by_idempotency_key(conn, owner_id, idempotency_key)
+        if existing is not None and _same_request(existing, new):
+            return existing, False
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used for a different request"
+        ) from None
+    return job, True
+
+
+def _same_request(job: Job, new: NewJob) -> bool:
+    return (job.kind, job.params, job.priority, job.max_attempts) == (
+        new.kind,
+        new.params,
+        new.priority,
+        new.max_attempts,
+    )
+
+
+async def cancel_export(conn: job_store.Connection, job_id: UUID) -> Job:
+    """pending → cancelled at once; in_progress → cancelling (the worker stops at its
+    next check and rolls back); a job already cancelling is returned as it is;
+    a finished job raises NotCancellable."""
+    current = await job_store.get_job(conn, job_id)
+    if current.status is JobStatus.CANCELLING:
+        return current
+    if current.status not in ACTIVE_STATUSES:
+        raise NotCancellable(f"this job has already finished ({current.status.value})")
+    job = await job_store.request_cancel(conn, job_id)
+    if job.status not in (JobStatus.CANCELLED, JobStatus.CANCELLING):
+        raise NotCancellable(f"this job has already finished ({job.status.value})")
+    return job
+
+
+async def retry_export(
+    conn: job_store.Connection, registry: KindRegistry, job_id: UUID, *, now: datetime | None = None
+) -> Job:
+    """Start a new run; NotRetryable unless failed, rolled back, cancelled, or
+    completed with its package deleted."""
+    current = await job_store.get_job(conn, job_id)
+    queue = registry.get(current.kind).queue if current.kind in registry else "exports"
+    job = await job_store.retry_job(conn, job_id, queue=queue, task=EXPORT_TASK, now=now)
+    if job is None:
+        latest = await job_store.get_job(conn, job_id)
+        if latest.status is JobStatus.COMPLETED:
+            raise NotRetryable("this job's package still exists; download it instead")
+        raise NotRetryable(f"a {latest.status.value} job cannot be retried")
+    return job

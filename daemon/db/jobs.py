@@ -1,0 +1,232 @@
+"""Data access for `exportd.jobs`: the only module that runs its statements.
+
+Every function takes the connection to use, so a caller can put several
+statements in one transaction (creating a job and deferring its queue entry
+commit together). Statements come from `sql/queries/jobs.sql`. psycopg
+errors are translated here into `daemon.errors` so that the pipeline and the
+HTTP layer never see driver exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, LiteralString
+from uuid import UUID
+
+from psycopg import AsyncConnection, errors
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from daemon.db.queries import named_queries
+from daemon.errors import ConstraintViolation, IdempotencyConflict, InvalidTransition, JobNotFound
+from daemon.models import Job, JobStatus, NewJob
+
+Q = named_queries("jobs")
+MAX_PAGE = 200
+
+Connection = AsyncConnection[Any]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Position after the last row of a page: (created_at, job_id) of that row."""
+
+    created_at: datetime
+    job_id: UUID
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Turn constraint and trigger failures into exportd errors."""
+    try:
+        yield
+    except errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "jobs_owner_idempotency_key":
+            raise IdempotencyConflict("this idempotency key is already used") from None
+        raise ConstraintViolation(f"duplicate value ({exc.diag.constraint_name})") from None
+    except errors.CheckViolation as exc:
+        if exc.diag.constraint_name == "job_status_transition":
+            raise InvalidTransition(exc.diag.message_primary or "status change refused") from None
+        raise ConstraintViolation(f"value out of range ({exc.diag.constraint_name})") from None
+
+
+async def _fetch_one(
+    conn: Connection, query: LiteralString, params: Mapping[str, Any]
+) -> Job | None:
+    async with _translated(), conn.cursor(row_factory=class_row(Job)) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+async def create_job(
+    conn: Connection,
+    new: NewJob,
+    *,
+    queue: str,
+    task: str,
+    now: datetime | None = None,
+) -> Job:
+    """Insert a pending job and defer its queue entry, atomically (one statement).
+
+    An (owner, idempotency key) already used raises IdempotencyConflict and
+    writes nothing, queue entry included.
+    """
+    job = await _fetch_one(
+        conn,
+        Q["create_job"],
+        {
+            "kind": new.kind,
+            "owner_id": new.owner_id,
+            "params": Jsonb(new.params),
+            "priority": new.priority,
+            "max_attempts": new.max_attempts,
+            "idempotency_key": new.idempotency_key,
+            "scheduled_at": new.scheduled_at,
+            "queue": queue,
+            "task": task,
+            "now": now,
+        },
+    )
+    assert job is not None  # the insert returns its row
+    return job
+
+
+async def retry_job(
+    conn: Connection, job_id: UUID, *, queue: str, task: str, now: datetime | None = None
+) -> Job | None:
+    """Start a new run of a finished job; None when the job is not retryable now."""
+    return await _fetch_one(
+        conn, Q["retry_job"], {"job_id": job_id, "queue": queue, "task": task, "now": now}
+    )
+
+
+async def request_cancel(conn: Connection, job_id: UUID) -> Job:
+    """Cancel a pending job, or ask the worker running it to stop.
+
+    Returns the job after the request (cancelled, cancelling, or unchanged when
+    it had already finished: the caller decides whether that is an error).
+    """
+    job = await _fetch_one(conn, Q["request_cancel"], {"job_id": job_id})
+    if job is None or job.job_id is None:
+        raise JobNotFound(f"no job {job_id}")
+    return job
+
+
+async def get_job(conn: Connection, job_id: UUID) -> Job:
+    job = await _fetch_one(conn, Q["get_job"], {"job_id": job_id})
+    if job is None:
+        raise JobNotFound(f"no job {job_id}")
+    return job
+
+
+async def find_by_idempotency_key(conn: Connection, owner_id: str, key: str) -> Job | None:
+    return await _fetch_one(
+        conn, Q["get_job_by_idempotency_key"], {"owner_id": owner_id, "idempotency_key": key}
+    )
+
+
+async def list_jobs(
+    conn: Connection,
+    *,
+    owner_id: str | None,
+    status: JobStatus | None = None,
+    kind: str | None = None,
+    after: Cursor | None = None,
+    limit: int = 50,
+) -> list[Job]:
+    """A page of jobs, newest first; owner_id None lists every owner's (admin)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+    params = {
+        "owner_id": owner_id,
+        "status": status.value if status else None,
+        "kind": kind,
+        "after_created_at": after.created_at if after else None,
+        "after_job_id": after.job_id if after else None,
+        "limit": limit,
+    }
+    query = Q["list_all_jobs"] if owner_id is None else Q["list_owner_jobs"]
+    async with _translated(), conn.cursor(row_factory=class_row(Job)) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+async def set_status(
+    conn: Connection,
+    job_id: UUID,
+    status: JobStatus,
+    *,
+    expected: JobStatus | None = None,
+    error_message: str | None = None,
+    now: datetime | None = None,
+) -> Job | None:
+    """Move a job to `status`; None when `expected` no longer matches (lost a race).
+
+    Raises InvalidTransition when the state machine forbids the change and
+    JobNotFound when there is no such job.
+    """
+    job = await _fetch_one(
+        conn,
+        Q["set_status"],
+        {
+            "job_id": job_id,
+            "status": status.value,
+            "expected_status": expected.value if expected else None,
+            "error_message": error_message,
+            "now": now,
+        },
+    )
+    if job is None and expected is None:
+        raise JobNotFound(f"no job {job_id}")
+    return job
+
+
+async def update_progress(
+    conn: Connection,
+    job_id: UUID,
+    done: int,
+    total: int,
+    current_step: str | None,
+    percentage: int | None = None,
+) -> JobStatus | None:
+    """Record progress of a running job; returns its status (None if not running).
+
+    The status comes back in the same round trip so the pipeline learns about
+    a cancellation without asking separately.
+    """
+    async with _translated(), conn.cursor() as cur:
+        await cur.execute(
+            Q["update_progress"],
+            {
+                "job_id": job_id,
+                "steps_completed": done,
+                "steps_total": total,
+                "current_step": current_step[:255] if current_step else None,
+                "percentage": percentage if percentage is not None else _percentage(done, total),
+            },
+        )
+        row = await cur.fetchone()
+    return JobStatus(row[0]) if row else None
+
+
+def _percentage(done: int, total: int) -> int:
+    return 0 if total <= 0 else min(99, (100 * done) // total)
+
+
+@dataclass(frozen=True)
+class ExpiringPackage:
+    job_id: UUID
+    package_path: str
+    package_expires_at: datetime
+
+
+async def packages_due_for_expiry(
+    conn: Connection, *, limit: int = 500, now: datetime | None = None
+) -> list[ExpiringPackage]:
+    """The next batch of live packages past their expiry (served by the expiry index)."""
+    async with conn.cursor(row_factory=class_row(ExpiringPackage)) as cur:
+        await cur.execute(Q["packages_due_for_expiry"], {"limit": limit, "now": now})
+        return await cur.fetchall()

@@ -1,0 +1,168 @@
+"""What a step is handed: `ExportContext`, and the job it runs for.
+
+A kind's steps see only this module (and `daemon.kinds.progress` through
+it): the job's id, owner and validated params, a private work directory,
+throttled progress, cancellation, and the files to put in the package. It
+knows nothing of procrastinate, storage or HTTP, so the API process can load
+kinds without loading the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from daemon.errors import PackagingError
+from daemon.kinds.progress import PROGRESS_INTERVAL, ProgressReporter, ProgressSink
+
+if TYPE_CHECKING:
+    from daemon.kinds.registry import Kind
+
+log = logging.getLogger("daemon.worker.pipeline")
+
+MANIFEST_NAME = "manifest.json"
+
+
+class JobCancelled(Exception):
+    """The job was cancelled (or is no longer ours to run); stop and roll back."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What a step may know about its job."""
+
+    job_id: UUID
+    kind: str
+    owner_id: str | None
+    params: dict[str, Any]  # validated JSON form, as stored
+    run: int
+    attempt: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A member to archive: where to read it and its name inside the package."""
+
+    source: Path
+    arcname: str
+    rows: int | None = None
+
+
+def check_arcname(name: str) -> str:
+    """A relative POSIX name with no `..`, no empty part, no control characters."""
+    pure = PurePosixPath(name)
+    if (
+        not name
+        or not pure.parts
+        or pure.is_absolute()
+        or any(part in ("", ".", "..") for part in pure.parts)
+        or any(ord(ch) < 32 for ch in name)
+        or name == MANIFEST_NAME
+    ):
+        raise PackagingError(f"invalid file name in package: {name!r}")
+    return pure.as_posix()
+
+
+class ExportContext:
+    """Handed to every step: the job, a work directory, progress, cancellation, files."""
+
+    def __init__(
+        self,
+        job: JobInfo,
+        kind: Kind,
+        work_dir: Path,
+        sink: ProgressSink,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        progress_interval: float = PROGRESS_INTERVAL,
+    ) -> None:
+        self.job = job
+        self.kind = kind
+        self.work_dir = work_dir
+        self.params: dict[str, Any] = kind.converted(job.params)
+        self.log = logging.LoggerAdapter(log, {"job_id": str(job.job_id), "kind": kind.name})
+        self.result: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}
+        self.files: list[PackageFile] = []
+        self._cancelled = False
+        # Owned by the pipeline, which moves it from step to step.
+        self.reporter = ProgressReporter(
+            job.job_id,
+            len(kind.steps) + 1,  # + packaging
+            sink,
+            on_stopped=self.cancel,
+            clock=clock,
+            interval=progress_interval,
+        )
+        # Called with the exception before finished steps are rolled back
+        # (the queue layer marks a final failure 'failed' there).
+        self.before_rollback: Callable[[BaseException], Awaitable[None]] | None = None
+
+    # -- cancellation --------------------------------------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Mark the job cancelled; the next check stops the pipeline."""
+        self._cancelled = True
+
+    async def check_cancelled(self) -> None:
+        """Raise JobCancelled if the job was cancelled. Call it between units of work."""
+        if self._cancelled:
+            raise JobCancelled(f"job {self.job.job_id} was cancelled")
+
+    # -- files -----------------------------------------------------------------
+
+    def file(self, name: str, *, rows: int | None = None) -> Path:
+        """A path in the work directory for a package member named `name`."""
+        arcname = check_arcname(name)
+        path = self.work_dir / arcname
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.add_file(path, arcname, rows=rows)
+        return path
+
+    def add_file(self, source: Path, arcname: str, *, rows: int | None = None) -> None:
+        """Add a file to the package (read at packaging time, never followed if a symlink)."""
+        arcname = check_arcname(arcname)
+        self.files = [f for f in self.files if f.arcname != arcname]
+        self.files.append(PackageFile(source=source, arcname=arcname, rows=rows))
+
+    def set_rows(self, arcname: str, rows: int) -> None:
+        self.files = [
+            PackageFile(f.source, f.arcname, rows) if f.arcname == arcname else f
+            for f in self.files
+        ]
+
+    # -- progress --------------------------------------------------------------
+
+    async def progress(self, done: int, total: int, message: str | None = None) -> None:
+        """Progress inside the current step (throttled to 4 writes/s, latest value wins)."""
+        fraction = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
+        title = self.reporter.step_title
+        if message:
+            title = f"{title}: {message}" if title else message
+        await self.reporter.report(self.reporter.step_index, title, fraction)
+
+
+def safe_error(exc: BaseException) -> str:
+    """`Type: message`, one line, bounded; no traceback, no connection strings."""
+    text = " ".join(str(exc).split())
+    text = _redact(text)
+    name = type(exc).__name__
+    return f"{name}: {text[:500]}" if text else name
+
+
+def _redact(text: str) -> str:
+    text = re.sub(r"postgres(?:ql)?://\S+", "postgresql://…", text)
+    text = re.sub(r"password=\S+", "password=…", text)
+    return text

@@ -1,0 +1,14 @@
+"""Names of exportd's procrastinate tasks and queues.
+
+Shared by the API (which defers an export when it creates the job, without
+loading the worker) and the worker (which registers the tasks under these
+names). A renamed task would strand every queued job: these are a contract
+with the rows already in `procrastinate_jobs`.
+"""
+
+from __future__ import annotations
+
+EXPORT_TASK = "exportd.run_export"
+RESCUE_TASK = "exportd.rescue_stalled"
+CLEANUP_TASK = "exportd.cleanup"
+DEFAULT_QUEUE = "exports"

@@ -1,0 +1,156 @@
+"""The procrastinate side of a worker: one App, its tasks, one attempt's run.
+
+`ExportRuntime` owns the procrastinate App (on a pool from `daemon.db.pools`)
+and registers exportd's tasks on it: the export itself, and the periodic
+maintenance tasks of `daemon.maintenance` (procrastinate defers each tick
+once, so one worker runs it). The start of an attempt is recorded by a
+trigger inside procrastinate's fetch transaction (migration 0003); its end by
+the `Settler` (`daemon.worker.settle`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from procrastinate import App, JobContext, PsycopgConnector
+from procrastinate.job_context import AbortReason
+
+from daemon.config import Settings
+from daemon.db import jobs as job_store
+from daemon.db.pools import Pool, connection_options, make_pool, pooled
+from daemon.errors import DatabaseUnavailable
+from daemon.kinds.context import ExportContext, JobCancelled, JobInfo, safe_error
+from daemon.kinds.registry import KindRegistry, UnknownKind
+from daemon.maintenance import rescue
+from daemon.maintenance.cleanup import Cleanup, CleanupReport
+from daemon.maintenance.schedule import every
+from daemon.models import JobStatus
+from daemon.storage.local import Attempt, PackageStorage
+from daemon.tasks import CLEANUP_TASK, DEFAULT_QUEUE, EXPORT_TASK, RESCUE_TASK
+from daemon.worker.pipeline import execute, rollback_failed
+from daemon.worker.settle import Settler, SettlingJobManager
+
+log = logging.getLogger(__name__)
+
+
+class ExportRuntime:
+    """Everything a worker process needs to run exports."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        registry: KindRegistry,
+        *,
+        role: str = "worker",
+        pool_size: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.storage = PackageStorage(settings.storage_dir)
+        self.settled: set[int] = set()
+        size = pool_size or settings.worker_concurrency + 4
+        self.connector = PsycopgConnector(
+            conninfo=database_url,
+            min_size=1,
+            max_size=size,
+            pool_factory=make_pool,
+            kwargs=connection_options(role),
+        )
+        self.app = App(connector=self.connector)
+        self.app.job_manager = SettlingJobManager(self.connector, self)
+        self._register_tasks()
+
+    @property
+    def pool(self) -> Pool:
+        """procrastinate's pool (open while the app is)."""
+        return self.connector.pool
+
+    def _register_tasks(self) -> None:
+        runtime = self
+
+        @self.app.task(name=EXPORT_TASK, pass_context=True, queue=DEFAULT_QUEUE)
+        async def run_export(context: JobContext, /, **args: Any) -> None:
+            await runtime.run_export(context, args)
+
+        @self.app.periodic(
+            cron=every(max(1.0, self.settings.stalled_after_seconds / 2)), periodic_id="rescue"
+        )
+        @self.app.task(name=RESCUE_TASK, queue=DEFAULT_QUEUE, pass_context=False)
+        async def rescue_stalled(timestamp: int) -> int:
+            return await runtime.rescue_stalled()
+
+        cleanup_every = every(self.settings.cleanup_interval_seconds)
+
+        @self.app.periodic(cron=cleanup_every, periodic_id="cleanup")
+        @self.app.task(name=CLEANUP_TASK, queue=DEFAULT_QUEUE, pass_context=False)
+        async def cleanup(timestamp: int) -> None:
+            await runtime.cleanup()
+
+    async def run_export(self, context: JobContext, args: dict[str, Any]) -> None:
+        """The body of the procrastinate task: one attempt of one export."""
+        queue_job = context.job
+        assert queue_job.id is not None
+        info = JobInfo(
+            job_id=UUID(args["job_id"]),
+            kind=args["kind"],
+            owner_id=args.get("owner_id"),
+            params=dict(args.get("params") or {}),
+            run=int(args["run"]),
+            attempt=queue_job.attempts + 1,
+            created_at=datetime.fromisoformat(args["created_at"]),
+        )
+        settler = Settler(self, info, queue_job.id, int(args.get("max_attempts") or 1))
+        extra = {"job_id": str(info.job_id), "kind": info.kind, "action": "attempt"}
+        log.info("attempt %d of run %d started", info.attempt, info.run, extra=extra)
+        ctx: ExportContext | None = None
+        try:
+            kind = self.registry.get(info.kind)
+            work_dir = await asyncio.to_thread(
+                self.storage.make_work_dir, Attempt(info.job_id, info.run, info.attempt)
+            )
+            ctx = ExportContext(info, kind, work_dir, self._write_progress)
+            ctx.before_rollback = settler.before_rollback
+            settler.ctx = ctx
+            await execute(kind, ctx, self.storage, settler.complete)
+        except asyncio.CancelledError:
+            if context.abort_reason() == AbortReason.SHUTDOWN:
+                await settler.interrupted()
+            else:
+                await settler.cancelled()
+            raise
+        except JobCancelled:
+            await settler.cancelled()
+        except UnknownKind as exc:
+            await settler.failed(exc, rollback_ok=True)
+        except Exception as exc:
+            log.warning("attempt failed: %s", safe_error(exc), extra=extra)
+            await settler.failed(exc, rollback_ok=ctx is None or not rollback_failed(ctx))
+
+    async def _write_progress(
+        self, job_id: UUID, done: int, total: int, current_step: str | None, percentage: int
+    ) -> JobStatus | None:
+        try:
+            async with pooled(self.pool) as conn:
+                return await job_store.update_progress(
+                    conn, job_id, done, total, current_step, percentage
+                )
+        except DatabaseUnavailable as exc:
+            # Progress is best effort: a lost write must not fail the export.
+            log.warning("progress not recorded: %s", exc, extra={"job_id": str(job_id)})
+            return JobStatus.IN_PROGRESS
+
+    async def cleanup(self) -> CleanupReport:
+        """One retention run (daemon.maintenance), on a pooled connection."""
+        async with pooled(self.pool) as conn:
+            return await Cleanup(self.settings, self.storage).run(conn)
+
+    async def rescue_stalled(self) -> int:
+        return await rescue.rescue_stalled(self.app.job_manager, self.pool, self.settings)
+
+    async def rescue(self, queue_job_id: int, *, attempt: int) -> str:
+        return await rescue.rescue(self.pool, self.settings, queue_job_id, attempt=attempt)
