@@ -74,7 +74,7 @@ class Settings:
     package_retention_days: int = 30
     # Finished job rows are deleted this long after they finished (0 = never).
     job_retention_days: int = 90
-    # Retention (daemon/retention.py): how often it runs, how many rows one
+    # Retention (daemon/maintenance): how often it runs, how many rows one
     # statement handles, how old an unreferenced file in storage must be
     # before the orphan sweep removes it, and how long procrastinate's
     # finished queue rows are kept.

@@ -1,13 +1,14 @@
 """Shared test helpers: fast settings, a worker running in the test's loop,
-waiting for a job state with a deadline (never a bare sleep)."""
+waiting for a job state or any condition with a deadline (never a bare sleep)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -104,6 +105,23 @@ async def wait_for(
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} is {job.status.value}, wanted {wanted}")
+        await asyncio.sleep(0.05)
+
+
+async def poll_until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    what: str,
+    *,
+    timeout: float = 30.0,  # noqa: ASYNC109 - a deadline for polling, not a cancel scope
+) -> None:
+    """Check `predicate` (plain or async) until it holds; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if await result if inspect.isawaitable(result) else result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
         await asyncio.sleep(0.05)
 
 

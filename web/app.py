@@ -25,12 +25,13 @@ from web import events, health, jobs, metrics, openapi, package_download
 from web.auth import Authenticator
 from web.context import ApiContext
 from web.errors import ApiError, handle_exception, handle_http_exception
+from web.job_json import API
 
 POOL_TIMEOUT_SECONDS = 3.0  # a request waits this long for a connection, then 503
 
 
 def routes() -> list[Route]:
-    api = jobs.API
+    api = API
     return [
         Route(f"{api}/jobs", jobs.create_job, methods=["POST"]),
         Route(f"{api}/jobs", jobs.list_jobs, methods=["GET"]),

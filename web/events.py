@@ -34,8 +34,9 @@ from daemon.db import jobs as job_store
 from daemon.db.listen import JobEventListener
 from daemon.errors import DatabaseUnavailable
 from daemon.models import Job
+from web.access import check_visible, parse_job_id
 from web.context import api_context
-from web.jobs import check_visible, job_json, parse_job_id
+from web.job_json import job_json
 
 log = logging.getLogger(__name__)
 

@@ -17,78 +17,14 @@ from starlette.responses import JSONResponse
 from daemon.actions import ExportRequest, cancel_export, create_export, retry_export
 from daemon.db import jobs as job_store
 from daemon.models import Job, JobStatus
-from web.auth import Principal
+from web.access import visible_job
 from web.context import ApiContext, api_context
 from web.errors import ApiError
+from web.job_json import API, job_json
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY = 255
 BODY_FIELDS = {"kind", "params", "priority", "delay_seconds", "max_attempts"}
-API = "/api/v1"
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def job_json(job: Job) -> dict[str, Any]:
-    """The job object of DESIGN §6."""
-    package = None
-    if job.package_sha256 is not None:
-        package = {
-            "size_bytes": job.package_size_bytes,
-            "sha256": job.package_sha256,
-            "expires_at": iso(job.package_expires_at),
-            "deleted_at": iso(job.package_deleted_at),
-            "download_url": f"{API}/jobs/{job.job_id}/download",
-            "download_count": job.download_count,
-            "last_downloaded_at": iso(job.last_downloaded_at),
-        }
-    return {
-        "job_id": str(job.job_id),
-        "kind": job.kind,
-        "status": job.status.value,
-        "owner_id": job.owner_id,
-        "params": job.params,
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "progress": {
-            "steps_completed": job.steps_completed,
-            "steps_total": job.steps_total,
-            "current_step": job.current_step,
-            "percentage": job.progress_percentage,
-        },
-        "result": job.result,
-        "error_message": job.error_message,
-        "package": package,
-        "scheduled_at": iso(job.scheduled_at),
-        "created_at": iso(job.created_at),
-        "updated_at": iso(job.updated_at),
-        "started_at": iso(job.started_at),
-        "completed_at": iso(job.completed_at),
-    }
-
-
-def parse_job_id(request: Request) -> UUID:
-    raw = request.path_params["job_id"]
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise ApiError(400, "INVALID_JOB_ID", "the job id must be a UUID") from None
-
-
-def check_visible(job: Job, principal: Principal, *, code: str = "FORBIDDEN") -> None:
-    if not principal.admin and job.owner_id != principal.subject:
-        raise ApiError(403, code, "this job belongs to someone else")
-
-
-async def visible_job(ctx: ApiContext, request: Request, principal: Principal) -> Job:
-    job_id = parse_job_id(request)
-    async with ctx.connection() as conn:
-        job = await job_store.get_job(conn, job_id)
-    check_visible(job, principal)
-    return job
 
 
 # -- create --------------------------------------------------------------------

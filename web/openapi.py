@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from daemon import __version__
 from daemon.db.jobs import MAX_PAGE
 from daemon.models import JobStatus
+from web.job_json import schemas as job_schemas
 
 JSON = "application/json"
 
@@ -82,6 +83,7 @@ def _schemas() -> dict[str, Any]:
     timestamp = {"type": "string", "format": "date-time"}
     nullable_ts = {"type": ["string", "null"], "format": "date-time"}
     return {
+        **job_schemas(),
         "Error": {
             "type": "object",
             "required": ["status", "code", "message", "timestamp"],
@@ -92,78 +94,6 @@ def _schemas() -> dict[str, Any]:
                 "timestamp": timestamp,
                 "field": {"type": ["string", "null"], "description": "The input at fault"},
                 "expired_at": {**nullable_ts, "description": "PACKAGE_EXPIRED: when"},
-            },
-        },
-        "Progress": {
-            "type": "object",
-            "required": ["steps_completed", "steps_total", "current_step", "percentage"],
-            "properties": {
-                "steps_completed": {"type": "integer", "minimum": 0},
-                "steps_total": {"type": "integer", "minimum": 0},
-                "current_step": {"type": ["string", "null"]},
-                "percentage": {"type": "integer", "minimum": 0, "maximum": 100},
-            },
-        },
-        "Package": {
-            "type": "object",
-            "required": [
-                "size_bytes",
-                "sha256",
-                "expires_at",
-                "deleted_at",
-                "download_url",
-                "download_count",
-                "last_downloaded_at",
-            ],
-            "properties": {
-                "size_bytes": {"type": "integer", "minimum": 0},
-                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                "expires_at": nullable_ts,
-                "deleted_at": nullable_ts,
-                "download_url": {"type": "string"},
-                "download_count": {"type": "integer", "minimum": 0},
-                "last_downloaded_at": nullable_ts,
-            },
-        },
-        "Job": {
-            "type": "object",
-            "required": [
-                "job_id",
-                "kind",
-                "status",
-                "owner_id",
-                "params",
-                "priority",
-                "attempts",
-                "max_attempts",
-                "progress",
-                "result",
-                "error_message",
-                "package",
-                "scheduled_at",
-                "created_at",
-                "updated_at",
-                "started_at",
-                "completed_at",
-            ],
-            "properties": {
-                "job_id": {"type": "string", "format": "uuid"},
-                "kind": {"type": "string"},
-                "status": {"enum": [s.value for s in JobStatus]},
-                "owner_id": {"type": ["string", "null"]},
-                "params": {"type": "object"},
-                "priority": {"type": "integer"},
-                "attempts": {"type": "integer", "minimum": 0},
-                "max_attempts": {"type": "integer", "minimum": 1},
-                "progress": _ref("Progress"),
-                "result": {"description": "What the kind returned (row counts, …)"},
-                "error_message": {"type": ["string", "null"]},
-                "package": {"oneOf": [_ref("Package"), {"type": "null"}]},
-                "scheduled_at": timestamp,
-                "created_at": timestamp,
-                "updated_at": timestamp,
-                "started_at": nullable_ts,
-                "completed_at": nullable_ts,
             },
         },
         "CreateJob": {

@@ -47,10 +47,11 @@ from daemon.db import downloads
 from daemon.db import jobs as job_store
 from daemon.models import Job, JobStatus
 from daemon.storage.local import UnsafePath
+from web.access import check_visible, parse_job_id
 from web.auth import Principal
 from web.context import ApiContext, api_context
 from web.errors import ApiError, error_response
-from web.jobs import check_visible, iso, parse_job_id
+from web.job_json import iso
 from web.metrics import DOWNLOAD_BYTES
 from web.ranges import (
     ByteRange,

@@ -1,6 +1,6 @@
 """`exportd cleanup [--dry-run]`: the retention tasks, now, from the shell.
 
-The same code the periodic task runs (daemon/retention.py), once, printing
+The same code the periodic task runs (daemon/maintenance/cleanup.py), once, printing
 what it did — or, with --dry-run, what it would do, changing nothing.
 """
 

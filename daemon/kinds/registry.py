@@ -15,7 +15,7 @@ A kind is declared in Python with a small decorator API:
     async def unrender(ctx):
         ...
 
-or built from the exports file (`daemon/exports_file.py`). Modules named in
+or built from the exports file (`daemon/kinds/exports_file.py`). Modules named in
 `EXPORTD_KINDS` and entry points of the group `exportd.kinds` are scanned
 for `Kind` objects (an entry point may also name a single Kind or a callable
 returning kinds).

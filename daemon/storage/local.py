@@ -1,10 +1,7 @@
 """Package storage: the one directory tree packages live in.
 
-Layout under the storage root:
-
-    <aa>/<job_id>/r<run>-a<attempt>-<token>.tar.gz   published packages
-    .tmp/                                            packages being written
-    .work/<job_id>-r<run>-a<attempt>-<token>/        work directories of running steps
+The names under the storage root (`<aa>/<job_id>/…` packages, `.tmp/`
+packages being written, `.work/` work directories) are in `layout`.
 
 Temporary files and work directories live inside the root so a package can
 be published with an atomic `os.replace` (same file system), and so the
@@ -24,9 +21,11 @@ from pathlib import Path, PurePosixPath
 from uuid import UUID
 
 from daemon.errors import ExportdError
+from daemon.storage import layout
 
-TMP_DIR = ".tmp"
-WORK_DIR = ".work"
+# Re-exported: callers imported these from here before `layout` existed.
+from daemon.storage.layout import TMP_DIR as TMP_DIR
+from daemon.storage.layout import WORK_DIR as WORK_DIR
 
 
 class UnsafePath(ExportdError):
@@ -43,7 +42,7 @@ class Attempt:
 
     @property
     def label(self) -> str:
-        return f"{self.job_id}-r{self.run}-a{self.attempt}"
+        return layout.attempt_label(self.job_id, self.run, self.attempt)
 
 
 class PackageStorage:
@@ -83,7 +82,7 @@ class PackageStorage:
     # -- work directories ------------------------------------------------------
 
     def make_work_dir(self, attempt: Attempt) -> Path:
-        path = self.root / WORK_DIR / f"{attempt.label}-{secrets.token_hex(4)}"
+        path = self.root / layout.work_dir_path(attempt.label, secrets.token_hex(4))
         path.mkdir(parents=True, mode=0o700)
         return path
 
@@ -95,7 +94,7 @@ class PackageStorage:
 
     def temp_package_path(self, attempt: Attempt) -> Path:
         (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True, mode=0o750)
-        return self.root / TMP_DIR / f"{attempt.label}-{secrets.token_hex(4)}.tar.gz.part"
+        return self.root / layout.temp_package_path(attempt.label, secrets.token_hex(4))
 
     def final_path(self, attempt: Attempt) -> str:
         """A fresh relative path for this attempt's package.
@@ -104,9 +103,9 @@ class PackageStorage:
         write to the same name: whichever commits wins, the other's file is
         removed or swept, and no package is ever a mix of two runs.
         """
-        job = str(attempt.job_id)
-        name = f"r{attempt.run}-a{attempt.attempt}-{secrets.token_hex(4)}.tar.gz"
-        return f"{job[:2]}/{job}/{name}"
+        return layout.package_path(
+            attempt.job_id, attempt.run, attempt.attempt, secrets.token_hex(4)
+        )
 
     def publish(self, temp: Path, relative: str) -> Path:
         """Atomically move a finished temp file to its final relative path."""

@@ -1,4 +1,4 @@
--- Runtime statements on exportd.jobs (daemon/store.py is the only caller).
+-- Runtime statements on exportd.jobs (daemon/db/jobs.py is the only caller).
 -- Every timestamp takes an optional %(now)s so tests can move the clock.
 
 -- name: create_job

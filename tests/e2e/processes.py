@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,15 @@ def status_of(db_url: str, job_id: UUID) -> tuple[str, int]:
         ).fetchone()
         assert row is not None
         return str(row[0]), int(row[1])
+
+
+def poll_until(predicate: Callable[[], bool], what: str, *, timeout: float = 30) -> None:
+    """Check `predicate` until it holds; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
 
 
 def wait_status(db_url: str, job_id: UUID, *wanted: str, timeout: float = 30) -> str:

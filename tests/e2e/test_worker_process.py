@@ -21,6 +21,7 @@ from tests.e2e.processes import (
     create,
     outcomes,
     packages,
+    poll_until,
     status_of,
     wait_status,
     worker,
@@ -122,9 +123,14 @@ def test_worker_survives_a_postgres_restart(tmp_path: Path) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             Migrator(conn).upgrade()
         env = worker_env(url, tmp_path / "packages")
+        log = tmp_path / "a.log"
         with worker(env, tmp_path, "a") as proc:
             server.stop()
-            time.sleep(1.0)  # the worker notices and starts reconnecting
+            # The database comes back only once the worker has noticed it gone.
+            poll_until(
+                lambda: "worker.reconnect" in log.read_text(),
+                "the worker logging the lost connection",
+            )
             server.start()
             job = create(url, "noop")
             assert wait_status(url, job, "completed", timeout=90) == "completed"

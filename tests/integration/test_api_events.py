@@ -17,7 +17,7 @@ import pytest
 
 from daemon.actions import cancel_export
 from tests.api_helpers import api_client, api_settings, bearer, live_app
-from tests.helpers import create, running_worker
+from tests.helpers import create, poll_until, running_worker
 
 pytestmark = pytest.mark.anyio
 AConn = psycopg.AsyncConnection[Any]
@@ -39,11 +39,19 @@ async def events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
             name, data = None, []
 
 
-async def collect(client: httpx.AsyncClient, url: str) -> list[tuple[str, Any]]:
-    """Every event of one stream, until the server ends it (callers bound the wait)."""
+async def collect(
+    client: httpx.AsyncClient, url: str, into: list[tuple[str, Any]] | None = None
+) -> list[tuple[str, Any]]:
+    """Every event of one stream, until the server ends it (callers bound the wait).
+
+    `into` receives each event as it arrives, for callers that watch the
+    stream while it runs."""
+    received = [] if into is None else into
     async with client.stream("GET", url, headers=ALICE) as response:
         assert response.status_code == 200
-        return [e async for e in events(response)]
+        async for event in events(response):
+            received.append(event)
+    return received
 
 
 async def listeners(conn: AConn) -> int:
@@ -58,13 +66,22 @@ async def listeners(conn: AConn) -> int:
 
 async def test_stream_reports_progress_and_ends(aconn: AConn, db_url: str, tmp_path: Path) -> None:
     settings = api_settings(tmp_path)
-    async with live_app(settings, db_url) as (base, _), httpx.AsyncClient(base_url=base) as client:
+    async with (
+        live_app(settings, db_url) as (base, app),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
         created = await client.post(
             "/api/v1/jobs", json={"kind": "three-steps", "params": {"pause": 0.4}}, headers=ALICE
         )
         job_id = created.json()["data"]["job_id"]
-        stream = asyncio.create_task(collect(client, f"/api/v1/jobs/{job_id}/events"))
-        await asyncio.sleep(0.3)
+        so_far: list[tuple[str, Any]] = []
+        stream = asyncio.create_task(collect(client, f"/api/v1/jobs/{job_id}/events", so_far))
+        # The worker starts only once the stream has sent the pending job (it
+        # subscribes before reading) and the process listens for notifications.
+        await poll_until(
+            lambda: bool(so_far) and app.state.events.listening.is_set(),
+            "the stream's first event, with the listener connected",
+        )
         async with running_worker(settings, db_url):
             received = await asyncio.wait_for(stream, timeout=30)
         response_headers = await client.get(f"/api/v1/jobs/{job_id}", headers=ALICE)
@@ -126,13 +143,17 @@ async def test_keepalive_and_many_streams_share_one_listen(
         app.state.ctx.keepalive_seconds = 0.2
         hub = app.state.events
         async with httpx.AsyncClient(base_url=base) as client:
-            streams = [asyncio.create_task(collect(client, url)) for _ in range(5)]
+            so_far: list[list[tuple[str, Any]]] = [[] for _ in range(5)]
+            streams = [asyncio.create_task(collect(client, url, into)) for into in so_far]
 
             async def all_subscribed() -> bool:
                 return bool(hub.streams == 5)
 
             await wait_until(all_subscribed)
-            await asyncio.sleep(0.5)  # long enough for keep-alives
+            await poll_until(
+                lambda: all(("comment", "keep-alive") in into for into in so_far),
+                "a keep-alive on every stream",
+            )
             assert await listeners(aconn) == 1
             await cancel_export(aconn, job.job_id)
             results = await asyncio.wait_for(asyncio.gather(*streams), timeout=10)

@@ -133,9 +133,11 @@ async def test_cancelled_pending_job_never_runs(aconn: AConn, db_url: str, tmp_p
     job = await create(aconn, "noop", delay_seconds=0.5)
     cancelled = await cancel_export(aconn, job.job_id)
     assert cancelled.status is JobStatus.CANCELLED
-    async with running_worker(fast_settings(tmp_path), db_url):
-        marker = await create(aconn, "noop")  # runs after the delay would have passed
-        await asyncio.sleep(0.6)
+    # Due no earlier than the cancelled job and queued behind it (same priority,
+    # later id): a worker that has run the marker has passed the cancelled job.
+    marker = await create(aconn, "noop", delay_seconds=0.5)
+    assert marker.scheduled_at >= job.scheduled_at
+    async with running_worker(fast_settings(tmp_path, worker_concurrency=1), db_url):
         await wait_for(aconn, marker.job_id)
     assert (await job_store.get_job(aconn, job.job_id)).status is JobStatus.CANCELLED
     assert await attempt_rows(aconn, job.job_id) == []

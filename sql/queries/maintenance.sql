@@ -1,6 +1,7 @@
--- Retention statements (daemon/retention.py is the only caller). Each one
--- works on at most %(limit)s rows and is its own transaction, so a backlog
--- of a million rows never holds locks for long nor loads them into memory;
+-- Retention statements. daemon/db/maintenance.py is the only caller; the
+-- tasks in daemon/maintenance/ decide when they run. Each one works on at
+-- most %(limit)s rows and is its own transaction, so a backlog of a million
+-- rows never holds locks for long nor loads them into memory;
 -- SKIP LOCKED lets two cleanups (two workers, or a worker and
 -- `exportd cleanup`) share the work instead of waiting on each other.
 -- %(now)s is NULL in production and a fixed time in tests.

@@ -1,0 +1,59 @@
+"""The names of things under the storage root, in one place.
+
+    <aa>/<job_id>/r<run>-a<attempt>-<token>.tar.gz        published packages
+    .tmp/<job_id>-r<run>-a<attempt>-<token>.tar.gz.part   packages being written
+    .work/<job_id>-r<run>-a<attempt>-<token>/             work directories of running steps
+
+Storage writes these names and the orphan sweep reads them back: every name
+starts with (or sits in a directory named by) its job id, which is how the
+sweep keeps what a still-running job may be writing. Building and parsing
+live side by side here so the two cannot drift apart. Paths are relative to
+the root and use `/`, as job rows store them.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+TMP_DIR = ".tmp"
+WORK_DIR = ".work"
+# The scratch directories: not package folders, never removed when empty.
+SCRATCH_DIRS = (TMP_DIR, WORK_DIR)
+_UUID_LENGTH = 36
+
+
+def attempt_label(job_id: UUID, run: int, attempt: int) -> str:
+    """`<job_id>-r<run>-a<attempt>`: names an attempt's scratch files."""
+    return f"{job_id}-r{run}-a{attempt}"
+
+
+def work_dir_path(label: str, token: str) -> str:
+    """Relative path of a work directory for the attempt `label`."""
+    return f"{WORK_DIR}/{label}-{token}"
+
+
+def temp_package_path(label: str, token: str) -> str:
+    """Relative path of the file a package is written to before publishing."""
+    return f"{TMP_DIR}/{label}-{token}.tar.gz.part"
+
+
+def package_path(job_id: UUID, run: int, attempt: int, token: str) -> str:
+    """Relative path of a published package: `<aa>/<job_id>/r<run>-a<attempt>-<token>.tar.gz`.
+
+    The two-character folder keeps any one directory small with 100 K packages.
+    """
+    job = str(job_id)
+    return f"{job[:2]}/{job}/r{run}-a{attempt}-{token}.tar.gz"
+
+
+def job_id_of(relative: str) -> UUID | None:
+    """The job a storage entry belongs to: `<aa>/<job_id>/…`, `.tmp/<job_id>-…`,
+    `.work/<job_id>-…`; None for anything else."""
+    parts = relative.split("/")
+    if len(parts) < 2:
+        return None
+    text = parts[1][:_UUID_LENGTH] if parts[0] in SCRATCH_DIRS else parts[1]
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
