@@ -1,5 +1,5 @@
 -- The demo dataset `exportd up` creates so the demo exports have real rows
--- (daemon/demo.py is the only caller). Idempotent.
+-- (daemon/db/demo.py is the only caller). Idempotent.
 
 -- name: demo_schema
 CREATE SCHEMA IF NOT EXISTS demo;

@@ -1,4 +1,4 @@
--- Statements on exportd.downloads (daemon/downloads.py is the only caller).
+-- Statements on exportd.downloads (daemon/db/downloads.py is the only caller).
 -- A download is recorded when its first byte is about to be sent and closed
 -- when the response ends, however it ends (finished, client gone, error).
 

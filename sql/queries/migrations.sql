@@ -1,4 +1,4 @@
--- Statements of the migration runner (daemon/migrations.py).
+-- Statements of the migration runner (daemon/db/migrations.py).
 
 -- name: bootstrap
 -- The runner's own bookkeeping; created before any numbered migration runs.

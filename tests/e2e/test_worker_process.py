@@ -77,7 +77,8 @@ def test_sigterm_drains_while_another_worker_waits(db_url: str, tmp_path: Path) 
     with worker(env, tmp_path, "a") as first:
         wait_status(db_url, job, "in_progress")
         with worker(env, tmp_path, "b"):
-            time.sleep(1.0)  # the job is running on the first worker: SIGTERM mid-job
+            # The job runs on the first worker, the second is ready: SIGTERM
+            # mid-job, about 4 s of the job (> 1.5 s) left to drain.
             first.send_signal(signal.SIGTERM)
             assert first.wait(timeout=30) == 0
             assert status_of(db_url, job) == ("completed", 1)

@@ -35,7 +35,7 @@ import pytest
 from daemon.maintenance.cleanup import Cleanup
 from daemon.storage.local import PackageStorage
 from tests.api_helpers import SECRET, bearer
-from tests.e2e.processes import EXPORTD, web, worker_env
+from tests.e2e.processes import EXPORTD, poll_until, web, worker_env
 from tests.helpers import fast_settings
 
 JOBS = int(os.environ.get("EXPORTD_SOAK_JOBS", "100"))
@@ -111,6 +111,18 @@ def statuses(db_url: str) -> dict[str, int]:
     return {str(s): int(n) for s, n in rows}
 
 
+def started(db_url: str, job_ids: list[str]) -> int:
+    """How many of `job_ids` have started (running now, or finished)."""
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM exportd.jobs WHERE job_id = ANY(%s::uuid[])"
+            " AND started_at IS NOT NULL",
+            (job_ids,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def test_chaos_soak(db_url: str, tmp_path: Path) -> None:
     rng = random.Random(20261123)  # noqa: S311 - a reproducible schedule, not a secret
     storage = tmp_path / "packages"
@@ -134,12 +146,13 @@ def test_chaos_soak(db_url: str, tmp_path: Path) -> None:
             if time.monotonic() - last_kill > KILL_EVERY_SECONDS:
                 workers.kill_one(rng)
                 last_kill = time.monotonic()
-        # Cancel the slow ones, some still pending, some running.
-        time.sleep(0.5)
-        for job_id, body in created:
-            if body["kind"] == "slow":
-                answer = client.post(f"/api/v1/jobs/{job_id}/cancel")
-                assert answer.status_code in (202, 409), answer.text
+        # Cancel the slow ones, some still pending, some running: once one runs.
+        slow = [job_id for job_id, body in created if body["kind"] == "slow"]
+        if slow:
+            poll_until(lambda: started(db_url, slow) > 0, "a slow job starting", timeout=60)
+        for job_id in slow:
+            answer = client.post(f"/api/v1/jobs/{job_id}/cancel")
+            assert answer.status_code in (202, 409), answer.text
         # Keep killing while work remains, then let it settle.
         deadline = time.monotonic() + 60 + JOBS * 0.5
         while sum(n for s, n in statuses(db_url).items() if s not in FINAL):

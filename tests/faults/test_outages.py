@@ -19,7 +19,7 @@ from daemon.db.embedded import EmbeddedPostgres
 from daemon.db.migrations import Migrator
 from tests.api_helpers import SECRET, bearer
 from tests.conftest import TEST_SERVER_OPTIONS
-from tests.e2e.processes import web, worker, worker_env
+from tests.e2e.processes import poll_until, web, worker, worker_env
 
 pytestmark = pytest.mark.slow
 OUTAGE_SECONDS = 10.0
@@ -58,6 +58,15 @@ def all_statuses(url: str) -> dict[str, int]:
     return {str(s): int(n) for s, n in rows}
 
 
+def listening(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'exportd-web-events%' AND datname = current_database()"
+        ).fetchone()
+    return row is not None and row[0] >= 1
+
+
 def test_outages_lose_nothing(tmp_path: Path) -> None:
     server = EmbeddedPostgres(tmp_path / "pg", server_options=TEST_SERVER_OPTIONS)
     url = server.start().url()
@@ -78,7 +87,12 @@ def test_outages_lose_nothing(tmp_path: Path) -> None:
                 assert created.status_code == 202
             follower = Follower(f"{base}/api/v1/jobs/{followed}/events")
             follower.start()
-            time.sleep(1.0)
+            # The connections are killed once the follower is streaming (its
+            # first status is sent after subscribing) and the LISTEN is up.
+            poll_until(
+                lambda: bool(follower.statuses) and listening(url),
+                "the follower's first status, with the LISTEN connection up",
+            )
 
             # 1. Every exportd connection killed at once.
             with psycopg.connect(url, autocommit=True) as conn:
@@ -102,7 +116,7 @@ def test_outages_lose_nothing(tmp_path: Path) -> None:
                     assert time.monotonic() - started < 5, path
                     assert answer.status_code == 503, (path, answer.status_code, answer.text)
                 assert api.get("/healthz").status_code == 200
-                time.sleep(0.5)
+                time.sleep(0.5)  # probe cadence for as long as the outage lasts
             server.start()
 
             deadline = time.monotonic() + 90

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.api_helpers import SECRET, bearer
-from tests.e2e.processes import web, worker, worker_env
+from tests.e2e.processes import poll_until, web, worker, worker_env
 
 pytestmark = pytest.mark.slow
 CLIENTS = 200
@@ -50,6 +50,37 @@ def web_pid(port: int) -> int:
     raise AssertionError("no process listens on the port")
 
 
+def held_downloads(pid: int, port: int, storage: Path) -> list[str]:
+    """What `pid` still holds of the downloads: connections on `port`, package files."""
+    connections = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" and int(fields[1].split(":")[1], 16) == port:
+                connections.add(f"socket:[{fields[9]}]")
+    held = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target in connections or target.startswith(f"{storage.resolve()}/"):
+            held.append(target)
+    return held
+
+
+def wait_downloads_released(pid: int, port: int, storage: Path) -> None:
+    """Until the server has closed every client connection and package file."""
+    try:
+        poll_until(
+            lambda: not held_downloads(pid, port, storage), "the web process closing the downloads"
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still open: {held_downloads(pid, port, storage)}") from None
+
+
 async def load(base: str, download_url: str, size: int) -> None:
     rng = random.Random(7)  # noqa: S311 - a reproducible load, not a secret
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=0)
@@ -82,7 +113,8 @@ async def load(base: str, download_url: str, size: int) -> None:
 
 
 def test_no_descriptor_leak_and_bounded_memory(db_url: str, tmp_path: Path) -> None:
-    env = worker_env(db_url, tmp_path / "packages", EXPORTD_JWT_SECRET=SECRET)
+    storage = tmp_path / "packages"
+    env = worker_env(db_url, storage, EXPORTD_JWT_SECRET=SECRET)
     env["EXPORTD_RATE_LIMIT"] = "off"
     with worker(env, tmp_path, "worker"), web(env, tmp_path) as base:
         created = httpx.post(
@@ -95,15 +127,16 @@ def test_no_descriptor_leak_and_bounded_memory(db_url: str, tmp_path: Path) -> N
         ] != "completed":
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        pid = web_pid(int(base.rsplit(":", 1)[1]))
+        port = int(base.rsplit(":", 1)[1])
+        pid = web_pid(port)
         url = job["package"]["download_url"]
         size = job["package"]["size_bytes"]
         asyncio.run(load(base, url, size))  # warm up: pool connections, imports, caches
-        time.sleep(1.0)
+        wait_downloads_released(pid, port, storage)
         fds_before, rss_before = open_fds(pid), rss_mib(pid)
         for _ in range(2):
             asyncio.run(load(base, url, size))
-        time.sleep(1.0)
+        wait_downloads_released(pid, port, storage)
         fds_after, rss_after = open_fds(pid), rss_mib(pid)
     print(f"fds {fds_before} -> {fds_after}, RSS {rss_before:.0f} -> {rss_after:.0f} MiB")
     assert fds_after <= fds_before + 2

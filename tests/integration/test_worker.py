@@ -3,7 +3,6 @@ retries, rollback, cancellation, packages."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import tarfile
@@ -177,7 +176,8 @@ async def test_duplicate_execution_leaves_one_consistent_package(
         await wait_for(aconn, job.job_id, {JobStatus.IN_PROGRESS})
         assert await daemon.runtime.rescue(job.queue_job_id or 0, attempt=1) == "retried"
         done = await wait_for(aconn, job.job_id)
-        await asyncio.sleep(1.5)  # let the first attempt reach its (refused) completion
+        # Leaving the block drains the worker (grace 10 s): the first attempt
+        # reaches its (refused) completion before anything below is checked.
     assert done.status is JobStatus.COMPLETED
     files = package_files(settings.storage_dir)
     assert len(files) == 1
