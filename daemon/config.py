@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.db.urls import check_database_url
+from daemon.config_values import (
+    HMAC_ALGORITHMS,
+    PARSERS,
+    RateLimit,
+)
 from daemon.errors import ConfigError
 
 PREFIX = "EXPORTD_"
@@ -24,27 +28,6 @@ PREFIX = "EXPORTD_"
 # Variables that are read elsewhere and are not settings; they must not be
 # reported as unknown.
 NON_SETTING_VARIABLES = frozenset({"EXPORTD_CONFIG", "EXPORTD_TEST_DATABASE_URL"})
-
-HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-PUBLIC_KEY_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-# An HS256 secret shorter than the hash output is brute-forceable offline.
-MIN_HMAC_SECRET_BYTES = 32
-
-RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """A token bucket: `requests` per `period_seconds` for each subject."""
-
-    requests: int
-    period_seconds: float
-
-    def __str__(self) -> str:
-        unit = {v: k for k, v in RATE_PERIODS.items()}[self.period_seconds]
-        return f"{self.requests}/{unit}"
 
 
 @dataclass(frozen=True)
@@ -120,166 +103,6 @@ class Settings:
         exponential from `retry_base_seconds`, capped at `retry_max_seconds`."""
         exponent = min(max(attempt - 1, 0), 30)
         return float(min(self.retry_max_seconds, self.retry_base_seconds * 2**exponent))
-
-
-# ---------------------------------------------------------------------------
-# Parsers: each takes the raw value (a string from the environment, or any
-# TOML value) and returns the typed value or raises ValueError with a reason.
-
-
-def _text(raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise ValueError(f"must be a string, got {raw!r}")
-    if not raw.strip():
-        raise ValueError("must not be empty")
-    return raw
-
-
-def _int_at_least(minimum: int) -> Callable[[Any], int]:
-    def parse(raw: Any) -> int:
-        try:
-            value = int(str(raw).strip(), 10)
-        except ValueError:
-            raise ValueError(f"must be an integer >= {minimum}, got {raw!r}") from None
-        if isinstance(raw, bool) or value < minimum:
-            raise ValueError(f"must be an integer >= {minimum}, got {raw!r}")
-        return value
-
-    return parse
-
-
-def _seconds(raw: Any) -> float:
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise ValueError(f"must be a number of seconds >= 0, got {raw!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"must be a number of seconds >= 0, got {raw!r}")
-    return value
-
-
-def _positive_seconds(raw: Any) -> float:
-    value = _seconds(raw)
-    if value <= 0:
-        raise ValueError(f"must be a number of seconds > 0, got {raw!r}")
-    return value
-
-
-def _port(raw: Any) -> int:
-    value = _int_at_least(1)(raw)
-    if value > 65535:
-        raise ValueError(f"must be a TCP port 1-65535, got {raw!r}")
-    return value
-
-
-def _database_url(raw: Any) -> str:
-    return check_database_url(_text(raw))
-
-
-def _path(raw: Any) -> Path:
-    return Path(_text(raw)).expanduser()
-
-
-def _readable_file(raw: Any) -> Path:
-    path = _path(raw)
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror}") from None
-    return path
-
-
-def _modules(raw: Any) -> tuple[str, ...]:
-    items = raw if isinstance(raw, list) else str(raw).split(",")
-    names = tuple(str(item).strip() for item in items if str(item).strip())
-    for name in names:
-        if not all(part.isidentifier() for part in name.split(".")):
-            raise ValueError(f"{name!r} is not a Python module name")
-    return names
-
-
-def _algorithms(raw: Any) -> tuple[str, ...]:
-    items = raw if isinstance(raw, list) else str(raw).split(",")
-    names = tuple(str(item).strip() for item in items if str(item).strip())
-    if not names:
-        raise ValueError("must name at least one algorithm")
-    known = HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS
-    for name in names:
-        if name not in known:
-            raise ValueError(f"{name!r} is not allowed (use one of {', '.join(sorted(known))})")
-    return names
-
-
-def _rate_limit(raw: Any) -> RateLimit | None:
-    text = _text(raw).strip().lower()
-    if text in {"off", "0", "none"}:
-        return None
-    count, _, unit = text.partition("/")
-    if unit not in RATE_PERIODS or not count.isdigit() or int(count) < 1:
-        raise ValueError(
-            f"must look like '60/minute' (per second, minute or hour) or 'off', got {raw!r}"
-        )
-    return RateLimit(int(count), RATE_PERIODS[unit])
-
-
-def _log_format(raw: Any) -> str:
-    text = _text(raw).strip().lower()
-    if text not in {"text", "json"}:
-        raise ValueError(f"must be 'text' or 'json', got {raw!r}")
-    return text
-
-
-def _accel_prefix(raw: Any) -> str:
-    text = _text(raw).strip()
-    if not (text.startswith("/") and text.endswith("/")) or any(
-        part in {".", ".."} for part in text.split("/")
-    ):
-        raise ValueError(f"must be a URL path that starts and ends with '/', got {raw!r}")
-    if not text.isascii() or not text.isprintable() or " " in text:
-        raise ValueError(f"must be printable ASCII without spaces, got {raw!r}")
-    return text
-
-
-def _jwt_secret(raw: Any) -> str:
-    secret = _text(raw)
-    if len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
-        raise ValueError(f"must be at least {MIN_HMAC_SECRET_BYTES} bytes long")
-    return secret
-
-
-# name (without prefix) -> parser. The order is the documentation order.
-PARSERS: dict[str, Callable[[Any], Any]] = {
-    "database_url": _database_url,
-    "data_dir": _path,
-    "storage_dir": _path,
-    "exports_file": _readable_file,
-    "kinds": _modules,
-    "jwt_secret": _jwt_secret,
-    "jwt_public_key_file": _readable_file,
-    "jwt_algorithms": _algorithms,
-    "jwt_issuer": _text,
-    "jwt_audience": _text,
-    "jwt_role_claim": _text,
-    "package_retention_days": _int_at_least(1),
-    "job_retention_days": _int_at_least(0),
-    "cleanup_interval_seconds": _positive_seconds,
-    "cleanup_batch_size": _int_at_least(1),
-    "orphan_grace_seconds": _seconds,
-    "queue_retention_hours": _int_at_least(1),
-    "worker_concurrency": _int_at_least(1),
-    "shutdown_grace_seconds": _seconds,
-    "retry_base_seconds": _seconds,
-    "retry_max_seconds": _seconds,
-    "heartbeat_seconds": _positive_seconds,
-    "stalled_after_seconds": _positive_seconds,
-    "poll_seconds": _positive_seconds,
-    "rate_limit": _rate_limit,
-    "host": _text,
-    "port": _port,
-    "log_format": _log_format,
-    "accel_redirect": _accel_prefix,
-}
 
 
 def variable_name(key: str) -> str:

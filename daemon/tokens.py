@@ -14,7 +14,8 @@ from pathlib import Path
 
 import jwt
 
-from daemon.config import MIN_HMAC_SECRET_BYTES, Settings
+from daemon.config import Settings
+from daemon.config_values import MIN_HMAC_SECRET_BYTES
 from daemon.errors import ConfigError
 
 

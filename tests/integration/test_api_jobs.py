@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from daemon.config import RateLimit
+from daemon.config_values import RateLimit
 from daemon.models import JobStatus
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.helpers import running_worker, wait_for

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import PARSERS, RateLimit, Settings, load_settings, variable_name
+from daemon.config import Settings, load_settings, variable_name
+from daemon.config_values import PARSERS, RateLimit
 from daemon.errors import ConfigError
 
 SECRET = "s" * 32
