@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from daemon.config import NON_SETTING_VARIABLES, PARSERS, load_settings, variable_name
+from daemon.config import NON_SETTING_VARIABLES, load_settings, variable_name
+from daemon.config_values import PARSERS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "systemd" / "exportd.env.example"
 
