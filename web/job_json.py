@@ -3,7 +3,7 @@
 Each field is written once, with its schema and how to read it from a `Job`;
 `job_json()` and the `Job`/`Progress`/`Package` schemas of /openapi.json are
 both built from these tables, so the document cannot drift from what the
-handlers send (tests/integration/test_openapi.py checks real responses too).
+handlers send (tests/integration/web/test_openapi.py checks real responses too).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Written out by hand rather than generated from docstrings: the document is a
 contract for client authors (DESIGN §6), so every status code and error code
-is listed on purpose, and tests/integration/test_openapi.py checks that it
+is listed on purpose, and tests/integration/web/test_openapi.py checks that it
 validates, that it names every route the app serves, and that live
 responses conform to it.
 """

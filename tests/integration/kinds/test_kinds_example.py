@@ -17,7 +17,7 @@ from tests.helpers import create, fast_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.anyio
 AConn = psycopg.AsyncConnection[Any]
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "tool_export.py"
+EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "tool_export.py"
 
 
 def example_registry() -> KindRegistry:

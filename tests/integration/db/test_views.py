@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "sql.md"
 
 
 def add_job(conn: Conn, owner: str, kind: str = "orders") -> str:
