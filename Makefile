@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test check format clean soak bench bench-quick
+.PHONY: install system-packages up test check format clean soak bench bench-quick
 
 # Creates .venv and installs exportd (editable) with its test tools.
 # Re-runs only when pyproject.toml changes.
@@ -24,8 +24,13 @@ $(STAMP): pyproject.toml
 up: install
 	$(BIN)/exportd up
 
+# The programs the tests run for real (nginx, curl, wget, aria2c,
+# systemd-analyze): installed with apt-get as root, else named in one line.
+system-packages:
+	@bash .ci/system-packages
+
 # Lint, format and type checks first, then the whole test suite.
-test: install
+test: install system-packages
 	$(MAKE) --no-print-directory check
 	$(BIN)/pytest
 

@@ -41,7 +41,7 @@ class Served:
 
 def tool(name: str) -> str:
     path = shutil.which(name)
-    assert path is not None, f"{name} is not installed (.ci/run installs it)"
+    assert path is not None, f"{name} is not installed (`make test` installs it)"
     return path
 
 
@@ -253,20 +253,19 @@ def nginx(tmp_path: Path, upstream: str, storage: Path) -> Iterator[str]:
             user=user, dir=directory, port=port, upstream=upstream, storage=storage.resolve()
         )
     )
-    out = (directory / "out.log").open("w")
-    proc = subprocess.Popen(
-        [tool("nginx"), "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")],
-        stderr=subprocess.STDOUT,
-        stdout=out,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{base}/healthz", proc)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        out.close()
+    # Find nginx before opening anything: a missing tool must fail the test,
+    # not leak an open log file into the next one (filterwarnings = error).
+    command = [tool("nginx"), "-p", str(directory), "-c", str(conf)]
+    command += ["-e", str(directory / "error.log")]
+    with (directory / "out.log").open("w") as out:
+        proc = subprocess.Popen(command, stderr=subprocess.STDOUT, stdout=out)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(f"{base}/healthz", proc)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def test_nginx_offload_with_x_accel_redirect(db_url: str, tmp_path: Path) -> None:
