@@ -6,6 +6,8 @@ parameter never leaves a row or a queue entry behind.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,18 @@ class NotCancellable(ExportdError):
     """The job has already finished."""
 
 
+class RequestError(ParamError):
+    """A field of the request itself (priority, delay_seconds, max_attempts) is
+    wrong — not one of the kind's params. Names the field as it is in the body
+    (`priority: …`, not `params.priority: …`); a ParamError still, for callers
+    that catch any invalid input to create_export."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        ExportdError.__init__(self, f"{field}: {problem}")
+
+
 @dataclass(frozen=True)
 class ExportRequest:
     kind: str
@@ -40,11 +54,31 @@ class ExportRequest:
     max_attempts: int | None = None
 
 
+def request_hash(request: ExportRequest) -> str:
+    """sha256 of the request as the client sent it, in canonical JSON (sorted
+    keys, no spaces; params exactly as sent, before defaults and conversions).
+
+    An Idempotency-Key replay compares this, not the stored job: what is
+    stored is normalised (a float 1e23 comes back from jsonb as another
+    number) or not stored at all (delay_seconds). `request` must have passed
+    `_check_request`, so every number in it is finite.
+    """
+    canonical = {
+        "kind": request.kind,
+        "params": request.params if request.params is not None else {},
+        "priority": request.priority,
+        "delay_seconds": float(request.delay_seconds),
+        "max_attempts": request.max_attempts,
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _check_request(request: ExportRequest) -> None:
     if isinstance(request.priority, bool) or not isinstance(request.priority, int):
-        raise ParamError("priority", "must be an integer")
+        raise RequestError("priority", "must be an integer")
     if request.priority not in PRIORITY_RANGE:
-        raise ParamError("priority", "must be between -1000 and 1000")
+        raise RequestError("priority", "must be between -1000 and 1000")
     delay = request.delay_seconds
     if (
         isinstance(delay, bool)
@@ -52,16 +86,16 @@ def _check_request(request: ExportRequest) -> None:
         or not math.isfinite(delay)
         or delay < 0
     ):
-        raise ParamError("delay_seconds", "must be a number >= 0")
+        raise RequestError("delay_seconds", "must be a number >= 0")
     if delay > MAX_DELAY_SECONDS:
-        raise ParamError("delay_seconds", "must be at most one year")
+        raise RequestError("delay_seconds", "must be at most one year")
     attempts = request.max_attempts
     if attempts is not None and (
         isinstance(attempts, bool)
         or not isinstance(attempts, int)
         or not 1 <= attempts <= MAX_ATTEMPTS_LIMIT
     ):
-        raise ParamError("max_attempts", f"must be an integer between 1 and {MAX_ATTEMPTS_LIMIT}")
+        raise RequestError("max_attempts", f"must be an integer between 1 and {MAX_ATTEMPTS_LIMIT}")
 
 
 async def create_export(
@@ -91,13 +125,20 @@ async def create_export(
         idempotency_key=idempotency_key,
         scheduled_at=scheduled_at,
     )
+    fingerprint = request_hash(request)
     try:
-        job = await job_store.create_job(conn, new, queue=kind.queue, task=EXPORT_TASK, now=now)
+        job = await job_store.create_job(
+            conn, new, queue=kind.queue, task=EXPORT_TASK, now=now, request_hash=fingerprint
+        )
     except IdempotencyConflict:
         assert idempotency_key is not None
-        existing = await job_store.find_by_idempotency_key(conn, owner_id, idempotency_key)
-        if existing is not None and _same_request(existing, new):
-            return existing, False
+        stored = await job_store.find_stored_request(conn, owner_id, idempotency_key)
+        if stored is not None and (
+            stored.request_hash == fingerprint
+            if stored.request_hash is not None
+            else _same_request(stored.job, new)
+        ):
+            return stored.job, False
         raise IdempotencyConflict(
             "this Idempotency-Key was already used for a different request"
         ) from None
@@ -105,6 +146,8 @@ async def create_export(
 
 
 def _same_request(job: Job, new: NewJob) -> bool:
+    """The comparison for jobs created before migration 0005 (no request_hash):
+    the stored, normalised values. delay_seconds is not among them."""
     return (job.kind, job.params, job.priority, job.max_attempts) == (
         new.kind,
         new.params,

@@ -82,6 +82,14 @@ class Settings:
     rate_limit: RateLimit | None = RateLimit(60, 60.0)
     host: str = "127.0.0.1"
     port: int = 8000
+    # A connection that has not sent a complete request head this long after
+    # it opened (or after its previous response) is closed: silent and
+    # slowloris connections cannot pile up. Idle keep-alive connections are
+    # closed sooner (daemon/cli/serve.py, KEEP_ALIVE_SECONDS).
+    header_timeout_seconds: float = 30.0
+    # Connections one API process keeps open at once; more are closed as they
+    # arrive. systemd/exportd-web.service's LimitNOFILE fits this default.
+    max_connections: int = 1000
     log_format: str = "text"
     # URL prefix of an nginx `internal` location mapped to storage_dir. When
     # set, authorised downloads are answered with X-Accel-Redirect and nginx

@@ -7,6 +7,7 @@ never repeats a secret. `daemon.config` names the variable in the message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,32 @@ PUBLIC_KEY_ALGORITHMS = frozenset(
 )
 # An HS256 secret shorter than the hash output is brute-forceable offline.
 MIN_HMAC_SECRET_BYTES = 32
+# Every secret value shown in exportd's own files (systemd/exportd.env.example,
+# the docs). Anyone can read them, so a deployment that kept one accepts
+# tokens anyone can sign. Kept here, not read from the files: an installed
+# wheel has no checkout (tests/unit/test_config.py checks the files' values
+# are all listed).
+EXAMPLE_SECRETS = frozenset(
+    {
+        "change-me-to-a-long-random-secret-of-at-least-32-bytes",
+    }
+)
+# How an obvious placeholder begins, once lower-cased and stripped of
+# everything but letters and digits ("Change-Me…", "changeme", "secret_…").
+PLACEHOLDER_PREFIXES = (
+    "changeme",
+    "changethis",
+    "replaceme",
+    "secret",
+    "yoursecret",
+    "mysecret",
+    "placeholder",
+    "example",
+    "xxxx",
+)
+# A random secret of 32 bytes or more has many distinct characters; "aaaa…"
+# or "abab…" has a handful.
+MIN_DISTINCT_SECRET_CHARS = 5
 
 RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 
@@ -150,10 +177,27 @@ def _accel_prefix(raw: Any) -> str:
     return text
 
 
-def _jwt_secret(raw: Any) -> str:
+def is_placeholder_secret(secret: str) -> bool:
+    """A value from exportd's examples, or one that looks like a placeholder."""
+    text = secret.strip()
+    squashed = re.sub(r"[^a-z0-9]", "", text.lower())
+    return (
+        text in EXAMPLE_SECRETS
+        or squashed.startswith(PLACEHOLDER_PREFIXES)
+        or len(set(text)) < MIN_DISTINCT_SECRET_CHARS
+    )
+
+
+def _secret(raw: Any) -> str:
+    """A signing secret: long enough, and not a value anyone can look up."""
     secret = _text(raw)
     if len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
         raise ValueError(f"must be at least {MIN_HMAC_SECRET_BYTES} bytes long")
+    if is_placeholder_secret(secret):
+        raise ValueError(
+            "is a placeholder (an example value, or one that looks like one); generate one "
+            "with `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+        )
     return secret
 
 
@@ -164,7 +208,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "storage_dir": _path,
     "exports_file": _readable_file,
     "kinds": _modules,
-    "jwt_secret": _jwt_secret,
+    "jwt_secret": _secret,
     "jwt_public_key_file": _readable_file,
     "jwt_algorithms": _algorithms,
     "jwt_issuer": _text,
@@ -186,6 +230,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "rate_limit": _rate_limit,
     "host": _text,
     "port": _port,
+    "header_timeout_seconds": _positive_seconds,
+    "max_connections": _int_at_least(1),
     "log_format": _log_format,
     "accel_redirect": _accel_prefix,
 }

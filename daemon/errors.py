@@ -9,7 +9,34 @@ from __future__ import annotations
 
 
 class ExportdError(Exception):
-    """Base class: an error exportd knows how to explain in one line."""
+    """Base class: an error exportd knows how to explain in one line.
+
+    `permanent` says a retry cannot help (DESIGN §16): an export attempt that
+    fails with such an error ends the job at once instead of burning its
+    remaining attempts and their backoff.
+    """
+
+    permanent: bool = False
+
+
+class PermanentError(ExportdError):
+    """An export error no retry can fix (a step may raise it: bad input, missing
+    object). The worker fails the job on the first attempt."""
+
+    permanent = True
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when `exc`, or an error it was explicitly raised from
+    (`raise … from err`), is an ExportdError marked permanent."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ExportdError) and current.permanent:
+            return True
+        seen.add(id(current))
+        current = current.__cause__
+    return False
 
 
 class ConfigError(ExportdError):
@@ -51,10 +78,15 @@ class ConstraintViolation(ExportdError):
 
 class QueryFailed(ExportdError):
     """A configured export query failed on the server. The message is the
-    server's one line and SQLSTATE; `sqlstate` lets callers classify it."""
+    server's one line and SQLSTATE; `sqlstate` lets callers classify it, and
+    `permanent` (decided where the driver error is translated) says whether
+    running the query again could ever succeed."""
 
-    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, permanent: bool = False
+    ) -> None:
         self.sqlstate = sqlstate
+        self.permanent = permanent
         super().__init__(message)
 
 

@@ -5,6 +5,9 @@ The server is the embedded one (the same code `exportd up` uses), unless
 `EXPORTD_TEST_DATABASE_URL` points at another server (a superuser, or a role
 with CREATEDB, is needed). Databases are created and copied with
 pytest-postgresql's `DatabaseJanitor`.
+
+Tests of the S3 backend get a real S3 server the same way: SeaweedFS started
+once per session on loopback (`tests/s3_server.py`), and a bucket per test.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -23,6 +26,9 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from daemon.db.embedded import EmbeddedPostgres
 from daemon.db.migrations import Migrator
+
+if TYPE_CHECKING:
+    from tests.s3_server import SeaweedServer
 
 # Durability is not what the tests check; these make them several times faster.
 TEST_SERVER_OPTIONS = {
@@ -108,6 +114,25 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     """Autocommit connection to the test's database."""
     with psycopg.connect(db_url, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """A real S3 server (SeaweedFS `weed mini`) on loopback for the session."""
+    from tests.s3_server import seaweed  # boto3 is loaded only by sessions that use S3
+
+    with seaweed(Path(tmp_path_factory.mktemp("seaweed"))) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedServer) -> Iterator[str]:
+    """A fresh, empty bucket for this test; dropped with its contents afterwards."""
+    name = s3_server.create_bucket()
+    try:
+        yield name
+    finally:
+        s3_server.drop_bucket(name)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ durations on a parameter, so no test needs shared state across processes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 
@@ -130,3 +131,13 @@ async def busy_work(ctx: ExportContext) -> None:
     """One long await without cancellation checks (like a long computation)."""
     await asyncio.sleep(ctx.params["seconds"])
     ctx.file("busy.txt").write_text("done\n")
+
+
+disk_full = Kind("disk-full", params={"errno": Param("int", default=errno.ENOSPC)})
+
+
+@disk_full.step("Write to a full disk")
+async def write_to_full_disk(ctx: ExportContext) -> None:
+    """Fails like a write on an exhausted volume: the OS error names a server path."""
+    code = ctx.params["errno"]
+    raise OSError(code, os.strerror(code), "/srv/exportd/packages/5e/5e7a0c1d/r1-a1.tar.gz")

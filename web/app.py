@@ -21,7 +21,7 @@ from daemon.db.pools import Database
 from daemon.errors import ExportdError
 from daemon.kinds.registry import KindRegistry
 from daemon.storage.local import PackageStorage
-from web import events, health, jobs, metrics, openapi, package_download
+from web import events, health, jobs, kinds, metrics, openapi, package_download
 from web.auth import Authenticator
 from web.context import ApiContext
 from web.errors import ApiError, handle_exception, handle_http_exception
@@ -42,6 +42,7 @@ def routes() -> list[Route]:
             f"{api}/jobs/{{job_id}}/download", package_download.download, methods=["GET", "HEAD"]
         ),
         Route(f"{api}/jobs/{{job_id}}/events", events.job_events, methods=["GET"]),
+        Route(f"{api}/kinds", kinds.list_kinds, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", metrics.metrics, methods=["GET"]),
@@ -51,9 +52,7 @@ def routes() -> list[Route]:
 
 def create_app(settings: Settings, database_url: str, registry: KindRegistry) -> Starlette:
     auth = Authenticator(settings)  # refuses to build without a way to verify tokens
-    database = Database(
-        database_url, role="web", max_size=10, timeout=POOL_TIMEOUT_SECONDS
-    )
+    database = Database(database_url, role="web", max_size=10, timeout=POOL_TIMEOUT_SECONDS)
     ctx = ApiContext(
         settings=settings,
         registry=registry,

@@ -17,8 +17,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from daemon.actions import NotCancellable, NotRetryable
-from daemon.errors import DatabaseUnavailable, ExportdError, IdempotencyConflict, JobNotFound
+from daemon.actions import NotCancellable, NotRetryable, RequestError
+from daemon.errors import (
+    ConstraintViolation,
+    DatabaseUnavailable,
+    ExportdError,
+    IdempotencyConflict,
+    JobNotFound,
+)
 from daemon.kinds.registry import ParamError, UnknownKind
 
 log = logging.getLogger(__name__)
@@ -68,8 +74,17 @@ def _from_exception(exc: Exception) -> ApiError | None:
         return ApiError(404, "JOB_NOT_FOUND", "no such job")
     if isinstance(exc, UnknownKind):
         return ApiError(400, "VALIDATION_ERROR", str(exc), field="kind")
-    if isinstance(exc, ParamError):
+    if isinstance(exc, RequestError):  # before ParamError: it is one
         return ApiError(400, "VALIDATION_ERROR", str(exc), field=exc.field)
+    if isinstance(exc, ParamError):
+        # A kind's parameter is `params.NAME`, so it never reads as a field of
+        # the body itself (a kind may declare a param called `priority`).
+        field = "params" if exc.field == "*" else f"params.{exc.field}"
+        return ApiError(400, "VALIDATION_ERROR", str(exc), field=field)
+    if isinstance(exc, ConstraintViolation):
+        # A value the database refused (too large for an index, out of a
+        # column's range): the request's fault, and retrying will not help.
+        return ApiError(400, "VALIDATION_ERROR", str(exc))
     if isinstance(exc, IdempotencyConflict):
         return ApiError(409, "IDEMPOTENCY_CONFLICT", str(exc))
     if isinstance(exc, NotRetryable):

@@ -18,6 +18,7 @@ from daemon.actions import ExportRequest, cancel_export, create_export, retry_ex
 from daemon.db import jobs as job_store
 from daemon.models import Job, JobStatus
 from web.access import visible_job
+from web.auth import MAX_SUBJECT
 from web.context import ApiContext, api_context
 from web.errors import ApiError
 from web.job_json import API, job_json
@@ -31,8 +32,10 @@ BODY_FIELDS = {"kind", "params", "priority", "delay_seconds", "max_attempts"}
 
 
 async def read_json_body(request: Request) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    declared = request.headers.get("content-length", "")
+    # A declared length beyond the limit is refused before reading; anything
+    # else (absent, odd) is bounded while the body streams in.
+    if declared.isascii() and declared.isdigit() and ascii_number(declared, MAX_BODY_BYTES) is None:
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the body may be at most {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -54,6 +57,19 @@ async def read_json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "VALIDATION_ERROR", "the body must be a JSON object")
     return body
+
+
+def ascii_number(text: str, maximum: int) -> int | None:
+    """`text` as an int when it is ASCII digits only and at most `maximum`.
+
+    `str.isdigit` also accepts "²" and "①", which `int` refuses, and `int`
+    refuses more than 4300 digits: checking the characters and the length
+    first means odd input is a 400, never an exception.
+    """
+    if not text or len(text) > len(str(maximum)) or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= maximum else None
 
 
 def _no_constant(name: str) -> Any:
@@ -157,8 +173,8 @@ async def list_jobs(request: Request) -> JSONResponse:
             status = JobStatus(query["status"])
         except ValueError:
             raise ApiError(400, "VALIDATION_ERROR", "unknown status", field="status") from None
-    limit_text = query.get("limit", "50")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= job_store.MAX_PAGE:
+    limit = ascii_number(query.get("limit", "50"), job_store.MAX_PAGE)
+    if limit is None or limit < 1:
         raise ApiError(
             400, "VALIDATION_ERROR", f"limit must be 1-{job_store.MAX_PAGE}", field="limit"
         )
@@ -170,10 +186,9 @@ async def list_jobs(request: Request) -> JSONResponse:
         owner = query["owner"] or owner
     kind = query.get("kind") or None
     for name, value in (("kind", kind), ("owner", owner)):
-        if value is not None and ("\x00" in value or len(value) > 255):
+        if value is not None and ("\x00" in value or len(value) > MAX_SUBJECT):
             raise ApiError(400, "VALIDATION_ERROR", f"invalid {name}", field=name)
     after = decode_cursor(ctx, query["cursor"]) if query.get("cursor") else None
-    limit = int(limit_text)
     async with ctx.connection() as conn:
         jobs = await job_store.list_jobs(
             conn, owner_id=owner, status=status, kind=kind, after=after, limit=limit

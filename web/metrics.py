@@ -7,12 +7,16 @@ Two kinds of figures:
   registry — per process, like every Prometheus client; sum them across
   processes in the query;
 - figures read from PostgreSQL at scrape time (jobs by status, queue depth,
-  the duration of recently completed jobs, packages on disk), so they are the
+  the duration of recently completed jobs, packages on disk, and the
+  cleanup totals every worker's retention runs add to), so they are the
   same whichever process is scraped and need no worker endpoint. That read
   has a deadline: with the database down, /metrics still answers at once with
   the process metrics and `exportd_database_up 0`.
 
-/metrics needs no token; keep it on an internal network.
+/metrics needs no token; keep it on an internal network. So that no request
+can grow it, every label value comes from a fixed set: the route template
+of the route table (or `unmatched`), one of KNOWN_METHODS (or `other`), the
+status code exportd answered.
 """
 
 from __future__ import annotations
@@ -31,19 +35,26 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+)
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from daemon.db.metrics import read_figures
+from daemon.db.metrics import CLEANUP_TOTALS, read_figures
 from daemon.models import JobStatus
 from web.context import api_context
 
 SCRAPE_DEADLINE_SECONDS = 2.0
 # Upper bounds (seconds) of the job duration buckets.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+# The `method` label values; any other request method is counted as "other"
+# (the method is whatever the request line says: it must not mint labels).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 REQUESTS = Counter(
     "exportd_http_requests",
@@ -83,7 +94,12 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            REQUESTS.labels(_route(scope), scope["method"], str(status["code"])).inc()
+            REQUESTS.labels(_route(scope), _method(scope), str(status["code"])).inc()
+
+
+def _method(scope: Scope) -> str:
+    method = scope.get("method")
+    return method if method in KNOWN_METHODS else "other"
 
 
 def _route(scope: Scope) -> str:
@@ -129,6 +145,12 @@ class DatabaseFigures(Collector):
         size = GaugeMetricFamily("exportd_package_bytes", "Bytes of the packages in storage")
         size.add_metric([], int(self.rows["package_bytes"]))
         yield size
+        # Totals of every cleanup run so far, whichever process ran it.
+        totals = self.rows["cleanup"]
+        for name, help_text in CLEANUP_TOTALS.items():
+            counter = CounterMetricFamily(f"exportd_cleanup_{name}", help_text)
+            counter.add_metric([], int(totals.get(name, 0)))
+            yield counter
 
     @staticmethod
     def _durations(rows: dict[str, Any]) -> GaugeHistogramMetricFamily:

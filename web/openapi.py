@@ -18,6 +18,7 @@ from daemon import __version__
 from daemon.db.jobs import MAX_PAGE
 from daemon.models import JobStatus
 from web.job_json import schemas as job_schemas
+from web.kinds import schemas as kind_schemas
 
 JSON = "application/json"
 
@@ -84,6 +85,7 @@ def _schemas() -> dict[str, Any]:
     nullable_ts = {"type": ["string", "null"], "format": "date-time"}
     return {
         **job_schemas(),
+        **kind_schemas(),
         "Error": {
             "type": "object",
             "required": ["status", "code", "message", "timestamp"],
@@ -101,8 +103,17 @@ def _schemas() -> dict[str, Any]:
             "required": ["kind"],
             "additionalProperties": False,
             "properties": {
-                "kind": {"type": "string", "description": "An export kind the server knows"},
-                "params": {"type": "object", "description": "Declared by the kind"},
+                "kind": {
+                    "type": "string",
+                    "description": "An export kind the server knows: GET /api/v1/kinds lists them",
+                },
+                "params": {
+                    "type": "object",
+                    "description": (
+                        "The parameters the kind declares (GET /api/v1/kinds: their types,"
+                        " which are required, their defaults); unknown names are refused"
+                    ),
+                },
                 "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
                 "delay_seconds": {"type": "number", "minimum": 0, "maximum": 31_536_000},
                 "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
@@ -334,6 +345,32 @@ def document() -> dict[str, Any]:
                         },
                         **BY_ID,
                         **COMMON,
+                    },
+                }
+            },
+            "/api/v1/kinds": {
+                "get": {
+                    "operationId": "listKinds",
+                    "summary": "The export kinds this server knows, with their parameters",
+                    "security": secured,
+                    "responses": {
+                        "200": {
+                            "description": "Every kind, by name",
+                            "content": {
+                                JSON: {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["data"],
+                                        "properties": {
+                                            "data": {"type": "array", "items": _ref("Kind")},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        # From the process's own registry: no database, so no 503.
+                        "401": COMMON["401"],
+                        "429": COMMON["429"],
                     },
                 }
             },

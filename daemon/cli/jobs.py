@@ -2,6 +2,10 @@
 
 Same rules as the API; they work on the host that runs exportd, with the
 operator's configuration, through the database seam (`daemon.db`).
+
+Ids are printed whole (a cut id cannot be pasted back), and `show`, `retry`
+and `cancel` take any unique prefix of one (at least 4 hex digits), as `ls`
+prints it or as far as one cares to type.
 """
 
 from __future__ import annotations
@@ -12,16 +16,23 @@ import json
 from typing import Any
 from uuid import UUID
 
-from rich.table import Table
+from rich.table import Column, Table
 
 from daemon.actions import cancel_export, retry_export
 from daemon.cli.output import EXIT_OK, console
 from daemon.config import Settings
 from daemon.db import attempts
 from daemon.db import jobs as job_store
-from daemon.db.connect import aconnect, database_url
+from daemon.db.connect import Connection, aconnect, database_url
+from daemon.errors import ExportdError, JobNotFound
 from daemon.kinds.catalog import load_kinds
 from daemon.models import Job, JobStatus
+
+ID_WIDTH = 36  # a UUID in its text form
+
+
+class AmbiguousJobId(ExportdError):
+    """A job id prefix matches more than one job."""
 
 
 def add_command(commands: Any) -> None:
@@ -39,8 +50,37 @@ def add_command(commands: Any) -> None:
         ("cancel", cmd_jobs_cancel, "cancel a pending or running job"),
     ):
         sub = actions.add_parser(name, help=text)
-        sub.add_argument("job_id", type=UUID)
+        sub.add_argument(
+            "job_id", type=job_ref, metavar="JOB_ID", help="a job id, or a unique prefix of one"
+        )
         sub.set_defaults(handler=handler)
+
+
+def job_ref(text: str) -> str:
+    """argparse type: a whole job id or a prefix of at least MIN_ID_PREFIX hex digits."""
+    if job_store.id_prefix_bounds(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a job id (a UUID, or at least "
+            f"{job_store.MIN_ID_PREFIX} of its leading hex digits)"
+        )
+    return text.strip().lower()
+
+
+async def find_job(conn: Connection, ref: str) -> Job:
+    """The job `ref` names: by its whole id, or by a prefix matching only it."""
+    try:
+        return await job_store.get_job(conn, UUID(ref))
+    except ValueError:
+        pass  # not a whole UUID: a prefix
+    found = await job_store.find_by_id_prefix(conn, ref)
+    if not found:
+        raise JobNotFound(f"no job {ref}")
+    if len(found) > 1:
+        raise AmbiguousJobId(
+            f"job id prefix {ref} is ambiguous: it matches several jobs "
+            f"({found[0].job_id}, {found[1].job_id}, …); type more of it"
+        )
+    return found[0]
 
 
 def _run(settings: Settings, coro_factory: Any) -> int:
@@ -59,7 +99,17 @@ def cmd_jobs_ls(args: argparse.Namespace, settings: Settings) -> int:
                 kind=args.kind,
                 limit=max(1, min(args.limit, job_store.MAX_PAGE)),
             )
-        table = Table("job id", "kind", "owner", "status", "progress", "attempts", "created")
+        # Whole ids at any width (they are pasted back into show/retry/cancel):
+        # in a narrow terminal the other columns are cut instead.
+        table = Table(
+            Column("job id", no_wrap=True, min_width=ID_WIDTH),
+            "kind",
+            "owner",
+            "status",
+            "progress",
+            "attempts",
+            "created",
+        )
         for job in jobs:
             table.add_row(
                 str(job.job_id),
@@ -79,7 +129,7 @@ def cmd_jobs_ls(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     async def go(url: str) -> int:
         async with aconnect(url) as conn:
-            job = await job_store.get_job(conn, args.job_id)
+            job = await find_job(conn, args.job_id)
             history_rows = await attempts.attempts_of_job(conn, job.job_id)
         details = Table(show_header=False)
         for key, value in _describe(job):
@@ -129,7 +179,7 @@ def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
     async def go(url: str) -> int:
         registry = load_kinds(settings, url)
         async with aconnect(url) as conn:
-            job = await retry_export(conn, registry, args.job_id)
+            job = await retry_export(conn, registry, (await find_job(conn, args.job_id)).job_id)
         console.print(f"job {job.job_id}: run {job.run} is {job.status.value}")
         return EXIT_OK
 
@@ -139,7 +189,7 @@ def cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_jobs_cancel(args: argparse.Namespace, settings: Settings) -> int:
     async def go(url: str) -> int:
         async with aconnect(url) as conn:
-            job = await cancel_export(conn, args.job_id)
+            job = await cancel_export(conn, (await find_job(conn, args.job_id)).job_id)
         console.print(f"job {job.job_id} is {job.status.value}")
         return EXIT_OK
 

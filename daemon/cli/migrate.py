@@ -25,7 +25,10 @@ def add_command(commands: Any) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    with database_url(settings) as url, connect(url, autocommit=True) as conn:
+    # Applying migrations is setting a database up: like `up`, it may create
+    # the embedded server. Listing or rolling back needs one that exists.
+    create = not args.status and args.down is None
+    with database_url(settings, create=create) as url, connect(url, autocommit=True) as conn:
         migrator = Migrator(conn)
         if args.status:
             print(f"{'version':<8} {'name':<32} {'state':<8} applied at")

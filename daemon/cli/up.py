@@ -12,11 +12,13 @@ import argparse
 import asyncio
 import getpass
 import shlex
+import socket
 from pathlib import Path
 from typing import Any
 
 from daemon import __version__
-from daemon.cli.serve import serve_with_worker, server
+from daemon.cli import stop
+from daemon.cli.serve import listen, serve_with_worker, server
 from daemon.config import Settings
 from daemon.db.connect import connect, database_url
 from daemon.db.migrations import Migrator
@@ -38,11 +40,19 @@ def add_command(commands: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    # The port first: when it is taken, say so before anything is started.
+    sock = listen(settings.host, settings.port)
+    with sock:
+        return _up(settings, sock)
+
+
+def _up(settings: Settings, sock: socket.socket) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.jwt_public_key_file is None:
         ensure_secret(settings)
     user = getpass.getuser() or "dev"
-    with database_url(settings) as url:
+    # `up` is the command that may create the embedded server.
+    with database_url(settings, create=True) as url:
         with connect(url, autocommit=True) as conn:
             for label in Migrator(conn).upgrade():
                 print(f"applied {label}")
@@ -75,7 +85,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                 )
             print("Press Ctrl-C to stop.", flush=True)
 
-        code = asyncio.run(serve_with_worker(settings, url, registry, srv, on_ready=banner))
+        try:
+            code = asyncio.run(
+                serve_with_worker(settings, url, registry, srv, sock, on_ready=banner)
+            )
+        finally:
+            stop.shutting_down()
     print("stopped")
     return code
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from daemon.cli.serve import run_web
+from daemon.cli.serve import listen, run_web
 from daemon.config import Settings
 from daemon.db.connect import database_url
 from daemon.errors import ConfigError
@@ -30,8 +30,8 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--workers", "must be at least 1")
     if args.port is not None and not 1 <= args.port <= 65535:
         raise ConfigError("--port", "must be 1-65535")
-    with database_url(settings) as url:
+    # The port first: when it is taken, say so before anything is started.
+    sock = listen(args.host or settings.host, args.port or settings.port)
+    with sock, database_url(settings) as url:
         registry = load_kinds(settings, url)
-        return run_web(
-            settings, url, registry, host=args.host, port=args.port, workers=args.workers
-        )
+        return run_web(settings, url, registry, sock, workers=args.workers)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
+from daemon.cli import stop
 from daemon.config import Settings
 from daemon.db.connect import database_url
 from daemon.errors import ConfigError
@@ -35,6 +36,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     with database_url(settings) as url:
         registry = load_kinds(settings, url)
-        return asyncio.run(
-            run_worker(settings, url, registry, concurrency=args.concurrency, queues=args.queue)
-        )
+        try:
+            return asyncio.run(
+                run_worker(settings, url, registry, concurrency=args.concurrency, queues=args.queue)
+            )
+        finally:
+            stop.shutting_down()

@@ -9,6 +9,9 @@ neither change data nor hold the server longer than the operator allowed.
 
 Driver errors leave this module as `QueryFailed` (the server's one-line
 message and SQLSTATE, never connection details) or `DatabaseUnavailable`.
+A `QueryFailed` is marked permanent when its SQLSTATE says the same query
+with the same values can never succeed (`never_transient`): the worker then
+fails the job at once instead of retrying it (DESIGN §16).
 """
 
 from __future__ import annotations
@@ -24,6 +27,40 @@ from daemon.errors import DatabaseUnavailable, QueryFailed
 
 Q = named_queries("copy")
 FORMATS = ("csv", "jsonl")
+
+# SQLSTATE classes no retry can fix: the query text, the objects it names,
+# the role's rights or the bound values are wrong, and stay wrong.
+PERMANENT_SQLSTATE_CLASSES = frozenset(
+    {
+        "0A",  # feature not supported
+        "21",  # cardinality violation (a scalar subquery returned several rows)
+        "22",  # data exception: a value the server rejects (overflow, bad datetime…)
+        "26",  # invalid SQL statement name
+        "2F",  # SQL routine exception
+        "34",  # invalid cursor name
+        "3F",  # invalid schema name
+        "42",  # syntax error or access rule violation (42601, 42P01, 42703, 42501…)
+        "44",  # WITH CHECK OPTION violation
+        "54",  # program limit exceeded (statement too complex, too many columns)
+    }
+)
+# Single codes of otherwise mixed classes.
+PERMANENT_SQLSTATES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: the query writes, exports are read-only
+    }
+)
+# Everything else stays retryable: connection loss (08), serialization
+# failures and deadlocks (40), statement timeout and cancel, server shutdown
+# (57), insufficient resources (53), lock not available (55P03), I/O and
+# internal errors (58, XX), and errors raised by user functions (P0).
+
+
+def never_transient(sqlstate: str | None) -> bool:
+    """True when an error with this SQLSTATE will recur on every retry."""
+    if not sqlstate:
+        return False
+    return sqlstate in PERMANENT_SQLSTATES or sqlstate[:2] in PERMANENT_SQLSTATE_CLASSES
 
 
 class QueryCopy:
@@ -74,7 +111,9 @@ class QueryCopy:
                 self.rows = max(cur.rowcount, 0)
             await self._conn.commit()
         except psycopg.Error as exc:
-            raise QueryFailed(_describe(exc), sqlstate=exc.sqlstate) from exc
+            raise QueryFailed(
+                _describe(exc), sqlstate=exc.sqlstate, permanent=never_transient(exc.sqlstate)
+            ) from exc
 
     async def cancel(self, *, wait_seconds: float) -> None:
         """Ask the server to cancel the running statement (safe to repeat)."""

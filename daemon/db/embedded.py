@@ -10,6 +10,13 @@ permissions of every parent directory (postgres refuses to run as root, so a
 root caller runs it as the unprivileged `exportd` system user).
 
 Data persists in `data_dir` across runs; only the server process stops.
+
+A signal (Ctrl-C, SIGTERM) that interrupts exportd while initdb or pg_ctl
+runs does not cut that step short: it finishes (each is bounded by its own
+timeout, and runs in its own session, so a terminal's Ctrl-C does not reach
+it), then the interruption goes on, and a server this object started is
+stopped again. Killing pg_ctl half-way would leave a server starting that
+nobody stops, killing initdb a half-made data directory.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +47,8 @@ PORT = 5432  # only names the socket file; the server listens on no TCP port
 # sun_path is 108 bytes on Linux; keep a margin for ".s.PGSQL.5432".
 MAX_SOCKET_DIR = 90
 START_TIMEOUT_SECONDS = 60
+# initdb, pg_ctl start or stop: killed past this.
+STEP_TIMEOUT_SECONDS = START_TIMEOUT_SECONDS + 30
 
 
 def binaries_dir() -> Path:
@@ -75,13 +85,25 @@ class EmbeddedPostgres:
     and stopped on exit only if this object started it.
     """
 
-    def __init__(self, pgdata: Path, *, server_options: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        pgdata: Path,
+        *,
+        server_options: Mapping[str, str] | None = None,
+        create: bool = True,
+    ) -> None:
         self.pgdata = pgdata.resolve()
         self.server_options = dict(server_options or {})
+        self.create = create
         self.bin = binaries_dir()
         self._run_as = SERVICE_USER if os.geteuid() == 0 else None
         self._started_here = False
         self.server: RunningServer | None = None
+
+    @staticmethod
+    def exists(pgdata: Path) -> bool:
+        """Whether `pgdata` holds an initialised data directory."""
+        return (pgdata / "PG_VERSION").exists()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -99,24 +121,32 @@ class EmbeddedPostgres:
                 log.debug("reusing embedded PostgreSQL", extra={"action": "pg.reuse"})
                 self.server = running
                 return running
-            if not (self.pgdata / "PG_VERSION").exists():
+            if not self.exists(self.pgdata):
+                if not self.create:
+                    raise EmbeddedPostgresError(f"no embedded PostgreSQL in {self.pgdata}")
                 self._initdb()
-            self._pg_ctl_start()
             self._started_here = True
-            running = self._read_running()
-            if running is None:
-                raise EmbeddedPostgresError(self._failure("the server did not start"))
+            try:
+                self._pg_ctl_start()
+                running = self._read_running()
+                if running is None:
+                    raise EmbeddedPostgresError(self._failure("the server did not start"))
+            except BaseException:
+                # Failed, or interrupted (pg_ctl having finished): stop what
+                # may have started before going on.
+                self.stop()
+                raise
             self.server = running
             return running
 
     def stop(self) -> None:
         if not self._started_here:
             return
-        self._started_here = False
-        self.server = None
         self._run(
             ["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"], check=False
         )
+        self._started_here = False
+        self.server = None
 
     # -- steps -------------------------------------------------------------
 
@@ -238,8 +268,9 @@ class EmbeddedPostgres:
     def _exec(self, argv: list[str], *, as_user: str | None, check: bool = True) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "LC_"))}
         env["LANG"] = "C"
+        name = Path(argv[0]).name
         try:
-            result = subprocess.run(
+            child = subprocess.Popen(
                 argv,
                 env=env,
                 cwd="/",
@@ -250,14 +281,23 @@ class EmbeddedPostgres:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                timeout=START_TIMEOUT_SECONDS + 30,
-                check=False,
+                start_new_session=True,  # a terminal's Ctrl-C is exportd's to handle
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise EmbeddedPostgresError(f"{Path(argv[0]).name} failed: {exc}") from None
-        if check and result.returncode != 0:
-            last = result.stdout.strip().splitlines()[-1:] or ["no output"]
-            raise EmbeddedPostgresError(self._failure(f"{Path(argv[0]).name}: {last[0]}"))
+        except OSError as exc:
+            raise EmbeddedPostgresError(f"{name} failed: {exc}") from None
+        deadline = time.monotonic() + STEP_TIMEOUT_SECONDS
+        try:
+            output, _ = child.communicate(timeout=STEP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise EmbeddedPostgresError(f"{name} failed: timed out") from None
+        except BaseException:
+            _finish(child, deadline)  # interrupted: the step completes first
+            raise
+        if check and child.returncode != 0:
+            last = output.strip().splitlines()[-1:] or ["no output"]
+            raise EmbeddedPostgresError(self._failure(f"{name}: {last[0]}"))
 
     def _failure(self, what: str) -> str:
         return f"embedded PostgreSQL in {self.pgdata}: {what} (see {self.pgdata / 'server.log'})"
@@ -272,3 +312,17 @@ class EmbeddedPostgres:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _finish(child: subprocess.Popen[str], deadline: float) -> None:
+    """Wait for a step that must not be cut short, whatever arrives meanwhile."""
+    while True:
+        try:
+            child.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            return
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            return
+        except BaseException:  # noqa: S112 - another signal: keep waiting
+            continue

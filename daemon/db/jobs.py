@@ -9,15 +9,15 @@ HTTP layer never see driver exceptions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, LiteralString
 from uuid import UUID
 
-from psycopg import AsyncConnection, errors
-from psycopg.rows import class_row
+from psycopg import AsyncConnection, AsyncCursor, errors
+from psycopg.rows import RowMaker, class_row, dict_row
 from psycopg.types.json import Jsonb
 
 from daemon.db.queries import named_queries
@@ -26,6 +26,9 @@ from daemon.models import Job, JobStatus, NewJob
 
 Q = named_queries("jobs")
 MAX_PAGE = 200
+# `exportd jobs show 0513`: shorter prefixes match too much to be useful.
+MIN_ID_PREFIX = 4
+_JOB_COLUMNS = frozenset(f.name for f in fields(Job))
 
 Connection = AsyncConnection[Any]
 
@@ -53,10 +56,26 @@ async def _translated() -> AsyncIterator[None]:
         raise ConstraintViolation(f"value out of range ({exc.diag.constraint_name})") from None
 
 
+def _job(row: Mapping[str, Any]) -> Job:
+    """A `Job` from a row of `exportd.jobs`, leaving out the columns `Job` does
+    not carry (`request_hash`: only the idempotency replay reads it)."""
+    return Job(**{name: value for name, value in row.items() if name in _JOB_COLUMNS})
+
+
+def job_row(cursor: AsyncCursor[Any]) -> RowMaker[Job]:
+    """psycopg row factory: whole rows of `exportd.jobs` as `Job`."""
+    make_dict = dict_row(cursor)
+
+    def make(values: Sequence[Any]) -> Job:
+        return _job(make_dict(values))
+
+    return make
+
+
 async def _fetch_one(
     conn: Connection, query: LiteralString, params: Mapping[str, Any]
 ) -> Job | None:
-    async with _translated(), conn.cursor(row_factory=class_row(Job)) as cur:
+    async with _translated(), conn.cursor(row_factory=job_row) as cur:
         await cur.execute(query, params)
         return await cur.fetchone()
 
@@ -68,11 +87,13 @@ async def create_job(
     queue: str,
     task: str,
     now: datetime | None = None,
+    request_hash: str | None = None,
 ) -> Job:
     """Insert a pending job and defer its queue entry, atomically (one statement).
 
     An (owner, idempotency key) already used raises IdempotencyConflict and
-    writes nothing, queue entry included.
+    writes nothing, queue entry included. `request_hash` is stored for a later
+    replay of the key to compare with (`find_stored_request`).
     """
     job = await _fetch_one(
         conn,
@@ -85,6 +106,7 @@ async def create_job(
             "max_attempts": new.max_attempts,
             "idempotency_key": new.idempotency_key,
             "scheduled_at": new.scheduled_at,
+            "request_hash": request_hash,
             "queue": queue,
             "task": task,
             "now": now,
@@ -128,6 +150,48 @@ async def find_by_idempotency_key(conn: Connection, owner_id: str, key: str) -> 
     )
 
 
+@dataclass(frozen=True)
+class StoredRequest:
+    """The job an idempotency key created, and the hash of the request that
+    created it (None for jobs created before migration 0005)."""
+
+    job: Job
+    request_hash: str | None
+
+
+async def find_stored_request(conn: Connection, owner_id: str, key: str) -> StoredRequest | None:
+    async with _translated(), conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            Q["get_job_by_idempotency_key"], {"owner_id": owner_id, "idempotency_key": key}
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return StoredRequest(_job(row), row.get("request_hash"))
+
+
+def id_prefix_bounds(prefix: str) -> tuple[UUID, UUID] | None:
+    """The lowest and highest job id starting with `prefix` (hex digits; dashes
+    are ignored); None when it is not such a prefix."""
+    digits = prefix.strip().lower().replace("-", "")
+    if not MIN_ID_PREFIX <= len(digits) <= 32 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return UUID(digits.ljust(32, "0")), UUID(digits.ljust(32, "f"))
+
+
+async def find_by_id_prefix(conn: Connection, prefix: str) -> list[Job]:
+    """Up to two jobs whose id starts with `prefix`: one is a match, two an
+    ambiguous prefix. ValueError when `prefix` is not at least MIN_ID_PREFIX
+    hex digits."""
+    bounds = id_prefix_bounds(prefix)
+    if bounds is None:
+        raise ValueError(f"a job id prefix is {MIN_ID_PREFIX} to 32 hex digits")
+    low, high = bounds
+    async with _translated(), conn.cursor(row_factory=job_row) as cur:
+        await cur.execute(Q["find_jobs_by_id_prefix"], {"low": low, "high": high})
+        return await cur.fetchall()
+
+
 async def list_jobs(
     conn: Connection,
     *,
@@ -149,7 +213,7 @@ async def list_jobs(
         "limit": limit,
     }
     query = Q["list_all_jobs"] if owner_id is None else Q["list_owner_jobs"]
-    async with _translated(), conn.cursor(row_factory=class_row(Job)) as cur:
+    async with _translated(), conn.cursor(row_factory=job_row) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()
 

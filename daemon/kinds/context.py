@@ -9,7 +9,9 @@ kinds without loading the worker.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -154,12 +156,42 @@ class ExportContext:
         await self.reporter.report(self.reporter.step_index, title, fraction)
 
 
+# What the owner reads for an OS error, by errno: never the path (it names
+# the server's directories), never the raw strerror where a plainer word fits.
+OS_ERROR_MESSAGES = {
+    errno.ENOSPC: "storage full",
+    errno.EDQUOT: "storage full",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOENT: "file not found",
+}
+
+
 def safe_error(exc: BaseException) -> str:
-    """`Type: message`, one line, bounded; no traceback, no connection strings."""
-    text = " ".join(str(exc).split())
-    text = _redact(text)
+    """`Type: message`, one line, bounded; no traceback, no connection strings,
+    and for an OS error no file name (`No space left on device: '/srv/…'`
+    becomes `OSError: storage full`). This is what a job's `error_message`
+    and its attempt rows hold."""
+    text = _os_error_text(exc) if isinstance(exc, OSError) else None
+    if text is None:
+        text = _redact(" ".join(str(exc).split()))
     name = type(exc).__name__
     return f"{name}: {text[:500]}" if text else name
+
+
+def _os_error_text(exc: OSError) -> str | None:
+    """The message of an OS error by its errno; None for one without errno
+    (raised with a message of its own, like any other exception)."""
+    if exc.errno is None:
+        return None
+    known = OS_ERROR_MESSAGES.get(exc.errno)
+    if known is not None:
+        return known
+    try:
+        text = exc.strerror or os.strerror(exc.errno)
+    except ValueError:  # an errno the platform does not know
+        text = ""
+    return " ".join(text.split()) or f"error {exc.errno}"
 
 
 def _redact(text: str) -> str:

@@ -29,7 +29,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,17 @@ PARAM_TYPES = ("text", "int", "float", "bool", "date", "timestamp", "uuid")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 ENTRY_POINT_GROUP = "exportd.kinds"
 MAX_TEXT_PARAM = 10_000
+# What PostgreSQL accepts for a value bound into an export query (checked
+# against a real server, tests/integration/kinds/test_param_ranges.py):
+# bigint, less its lowest value — psycopg writes a negative number as ` -n`,
+# and `-9223372036854775808::bigint` parses as -(9223372036854775808::bigint),
+# which overflows;
+INT_PARAM_MIN = -(2**63) + 1
+INT_PARAM_MAX = 2**63 - 1
+# a time zone offset of whole seconds up to 15:59:59 either way (Python
+# accepts ±23:59:59.999999). Dates and timestamps in Python's years 1…9999
+# are all within PostgreSQL's range.
+MAX_UTC_OFFSET = timedelta(hours=15, minutes=59, seconds=59)
 
 
 class KindError(ExportdError):
@@ -92,21 +103,27 @@ class Param:
                 raise ParamError(name, "must be a string")
             if "\x00" in value:
                 raise ParamError(name, "must not contain NUL characters")
+            if not _encodable(value):
+                raise ParamError(name, "must be valid Unicode (no lone surrogates)")
             if len(value) > MAX_TEXT_PARAM:
                 raise ParamError(name, f"must be at most {MAX_TEXT_PARAM} characters")
             return value
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ParamError(name, "must be an integer")
-            if not -(2**63) <= value < 2**63:
-                raise ParamError(name, "is out of range")
+            if not INT_PARAM_MIN <= value <= INT_PARAM_MAX:
+                raise ParamError(name, f"must be between {INT_PARAM_MIN} and {INT_PARAM_MAX}")
             return value
         if kind == "float":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ParamError(name, "must be a number")
-            if not math.isfinite(value):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any double
+                raise ParamError(name, "must be a finite number") from None
+            if not math.isfinite(number):
                 raise ParamError(name, "must be a finite number")
-            return float(value)
+            return number
         if kind == "bool":
             if not isinstance(value, bool):
                 raise ParamError(name, "must be true or false")
@@ -118,8 +135,13 @@ class Param:
                 return date.fromisoformat(value).isoformat()
             if kind == "timestamp":
                 parsed = datetime.fromisoformat(value)
-                if parsed.tzinfo is None:
+                offset = parsed.utcoffset()
+                if offset is None:
                     raise ParamError(name, "must include a time zone offset (e.g. Z or +02:00)")
+                if abs(offset) > MAX_UTC_OFFSET or offset.microseconds:
+                    raise ParamError(
+                        name, "time zone offset must be whole seconds within ±15:59:59"
+                    )
                 return parsed.isoformat()
             return str(uuid.UUID(value))
         except ValueError:
@@ -201,7 +223,11 @@ class Kind:
             raise ParamError("*", "params must be a JSON object")
         unknown = sorted(set(params) - set(self.params))
         if unknown:
-            raise ParamError(unknown[0], f"is not a parameter of kind {self.name!r}")
+            declared = _listing(self.params)
+            known = f"parameters: {declared}" if declared else "it takes no parameters"
+            raise ParamError(
+                _shown(unknown[0]), f"is not a parameter of kind {self.name!r} ({known})"
+            )
         clean: dict[str, Any] = {}
         for name, spec in self.params.items():
             value = params.get(name)
@@ -217,6 +243,23 @@ class Kind:
     def converted(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validated params as Python values (dates as `date`, …); undeclared are None."""
         return {name: spec.convert(params.get(name)) for name, spec in self.params.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET /api/v1/kinds` and `exportd kinds ls` show of this kind
+        (DESIGN §16). `paused` is always false: kinds cannot be paused yet."""
+        return {
+            "kind": self.name,
+            "title": self.title,
+            "params": {
+                name: {
+                    "type": spec.type,
+                    "required": spec.required,
+                    "default": None if spec.default is None else spec.check(spec.default, name),
+                }
+                for name, spec in self.params.items()
+            },
+            "paused": False,
+        }
 
 
 class KindRegistry:
@@ -239,13 +282,18 @@ class KindRegistry:
         try:
             return self._kinds[name]
         except KeyError:
-            raise UnknownKind(f"unknown kind {name!r}") from None
+            known = _listing(self._kinds) or "none"
+            raise UnknownKind(f"unknown kind {_shown(name)!r} (known: {known})") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._kinds
 
     def names(self) -> list[str]:
         return sorted(self._kinds)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every kind's `Kind.describe()`, by name."""
+        return [self._kinds[name].describe() for name in self.names()]
 
     def __iter__(self) -> Any:
         return iter(self._kinds[name] for name in self.names())
@@ -272,6 +320,32 @@ class KindRegistry:
             else:
                 raise KindError(f"entry point {ep.name!r} is not a Kind, module or callable")
         return found
+
+
+# Error messages list at most this many names, and show at most this much of
+# a name the caller sent (which may be a 60 KB string).
+_LISTED = 50
+_SHOWN = 64
+
+
+def _listing(names: Iterable[str]) -> str:
+    """`a, b, c` (sorted), cut after _LISTED names: for "unknown X" messages."""
+    ordered = sorted(names)
+    text = ", ".join(ordered[:_LISTED])
+    return text + (f", … ({len(ordered) - _LISTED} more)" if len(ordered) > _LISTED else "")
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= _SHOWN else name[:_SHOWN] + "…"
+
+
+def _encodable(text: str) -> bool:
+    """True when `text` is valid Unicode, i.e. can be sent to PostgreSQL as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _kinds_in(module: ModuleType) -> list[Kind]:

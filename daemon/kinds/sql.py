@@ -38,7 +38,16 @@ PROGRESS_EVERY_CHUNKS = 64
 
 
 class SqlExportError(ExportdError):
-    """A configured query failed: connection, SQL error, read-only violation, timeout."""
+    """A configured query failed: connection, SQL error, read-only violation, timeout.
+
+    Permanent (the job fails at once, DESIGN §16) when the query's own error
+    is: a syntax error, a missing table or column, a refused privilege, a
+    value the server rejects. A lost connection or a timeout stays retryable.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,9 @@ class SqlQueryExport:
         except QueryFailed as exc:
             if watch.fired:
                 raise JobCancelled(f"job {ctx.job.job_id} was cancelled") from None
-            raise SqlExportError(f"query {self.name!r} failed: {exc}") from exc
+            raise SqlExportError(
+                f"query {self.name!r} failed: {exc}", permanent=exc.permanent
+            ) from exc
         finally:
             await watch.stop()
             await copy.close()

@@ -3,7 +3,8 @@ orphan files. Run by a procrastinate periodic task (so one worker per tick)
 and by `exportd cleanup`.
 
 This module runs the tasks in order and accounts for them (the report, the
-Prometheus counters, the dry-run plan); each task is a module of its own:
+totals behind the `exportd_cleanup_*` counters, the dry-run plan); each task
+is a module of its own:
 `expire` (packages), `prune` (rows), `sweep` (orphan files). Every database
 step works in batches of `batch_size` rows, one statement and one transaction
 per batch, skipping rows another cleanup holds, so a backlog of a million
@@ -13,18 +14,18 @@ cleanups running at once share the work (daemon/db/maintenance.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import Counter
-
 from daemon.config import Settings
 from daemon.db import jobs as job_store
 from daemon.db import maintenance
 from daemon.db.connect import Connection
+from daemon.db.metrics import CLEANUP_TOTALS, add_cleanup_totals
 from daemon.maintenance import expire, prune, sweep
 from daemon.storage.local import PackageStorage
 
@@ -32,19 +33,6 @@ log = logging.getLogger(__name__)
 
 # Upper bound on what a dry run lists item by item (it counts everything).
 DRY_RUN_LIST = 1000
-
-CLEANUP_COUNTERS = {
-    name: Counter(f"exportd_cleanup_{name}", help_text)
-    for name, help_text in (
-        ("packages_deleted", "Expired packages deleted"),
-        ("bytes_freed", "Bytes of expired packages and orphans deleted"),
-        ("jobs_pruned", "Finished job rows deleted by retention"),
-        ("queue_rows_pruned", "Finished procrastinate queue rows deleted"),
-        ("orphans_removed", "Files and directories in storage no row referenced"),
-        ("failures", "Files retention could not delete (retried next tick)"),
-        ("runs", "Cleanup runs"),
-    )
-}
 
 
 @dataclass
@@ -106,30 +94,47 @@ class Cleanup:
         if dry_run:
             await self._plan(conn, report, now)
         else:
-            await self.expire_packages(conn, report, now=now, max_batches=max_batches)
-            if self.settings.job_retention_days > 0:
-                await prune.prune_jobs(
-                    conn,
-                    report,
-                    days=self.settings.job_retention_days,
-                    batch_size=self.batch_size,
-                    now=now,
-                    max_batches=max_batches,
-                )
-            await prune.prune_queue(
+            try:
+                await self._delete(conn, report, now=now, max_batches=max_batches)
+            except Exception:
+                # Count what was deleted before the failure, if the database
+                # still answers; the failure itself is what the caller sees.
+                with contextlib.suppress(Exception):
+                    await self._count(conn, report)
+                raise
+            await self._count(conn, report)
+        report.seconds = time.monotonic() - started
+        log.info(report.summary(), extra={"action": "cleanup", **_figures(report)})
+        return report
+
+    async def _delete(
+        self,
+        conn: Connection,
+        report: CleanupReport,
+        *,
+        now: datetime | None,
+        max_batches: int | None,
+    ) -> None:
+        """The tasks in order: packages, job rows, queue rows, orphans."""
+        await self.expire_packages(conn, report, now=now, max_batches=max_batches)
+        if self.settings.job_retention_days > 0:
+            await prune.prune_jobs(
                 conn,
                 report,
-                hours=self.settings.queue_retention_hours,
+                days=self.settings.job_retention_days,
                 batch_size=self.batch_size,
                 now=now,
                 max_batches=max_batches,
             )
-            await self.sweep_orphans(conn, report, now=now)
-        report.seconds = time.monotonic() - started
-        if not dry_run:
-            self._count(report)
-        log.info(report.summary(), extra={"action": "cleanup", **_figures(report)})
-        return report
+        await prune.prune_queue(
+            conn,
+            report,
+            hours=self.settings.queue_retention_hours,
+            batch_size=self.batch_size,
+            now=now,
+            max_batches=max_batches,
+        )
+        await self.sweep_orphans(conn, report, now=now)
 
     async def expire_packages(
         self,
@@ -182,11 +187,15 @@ class Cleanup:
         report.planned.extend(("remove orphan", o.relative) for o in orphans[:DRY_RUN_LIST])
 
     @staticmethod
-    def _count(report: CleanupReport) -> None:
-        CLEANUP_COUNTERS["runs"].inc()
-        for item in fields(report):
-            if item.name in CLEANUP_COUNTERS:
-                CLEANUP_COUNTERS[item.name].inc(getattr(report, item.name))
+    async def _count(conn: Connection, report: CleanupReport) -> None:
+        """Add this run to the totals in PostgreSQL (one statement): the worker
+        that ran it serves no /metrics, any API process reports them."""
+        figures = {
+            item.name: int(getattr(report, item.name))
+            for item in fields(report)
+            if item.name in CLEANUP_TOTALS
+        }
+        await add_cleanup_totals(conn, {**figures, "runs": 1})
 
 
 def _figures(report: CleanupReport) -> dict[str, Any]:

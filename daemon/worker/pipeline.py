@@ -7,9 +7,14 @@ completed), and guarantees:
 - steps run in order; a step that raises, or a cancellation, rolls back the
   steps that finished, in reverse, then re-raises;
 - the package is built in a temp file, published under a name unique to the
-  attempt, and deleted again if the completion is refused (the job was
-  cancelled or taken over meanwhile), so storage only ever holds packages
-  that a committed row points to (or that the orphan sweep will remove);
+  attempt, and deleted again whenever the completion is known not to have
+  committed: refused (the job was cancelled or taken over meanwhile), or
+  never attempted (a cancellation arrived while publishing). A cancellation
+  that arrives while the completion runs waits for its outcome first (one
+  short statement), so that outcome is known too. Only when the completion
+  itself failed with an unknown outcome is the file left to the orphan sweep
+  — a committed row may point to it. Storage thus only holds packages that
+  a committed row points to, or that the sweep will remove;
 - the work directory is removed whatever happens.
 """
 
@@ -18,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon.kinds.context import ExportContext, JobCancelled, safe_error
 from daemon.kinds.registry import Kind, Step
@@ -27,6 +32,8 @@ from daemon.storage.local import Attempt, PackageStorage
 from daemon.worker.packaging import BuiltPackage, build_package
 
 PACKAGING_TITLE = "Packaging"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,11 @@ async def execute(
 
     `complete` commits the job as completed and returns False when the row
     refused (cancelled or no longer this attempt's): the package is then
-    deleted, the steps rolled back, and JobCancelled raised.
+    deleted, the steps rolled back, and JobCancelled raised. If `complete`
+    raises, whether the row committed is unknown: nothing is deleted or
+    rolled back. A cancellation of this task (procrastinate's abort) while
+    publishing or completing is held until that operation ended, then
+    re-raised — after deleting the package unless the row committed.
     """
     attempt = Attempt(ctx.job.job_id, ctx.job.run, ctx.job.attempt)
     finished_all = False
@@ -106,21 +117,36 @@ async def execute(
             )
             await ctx.check_cancelled()
             relative = storage.final_path(attempt)
-            await asyncio.to_thread(storage.publish, temp, relative)
+            try:
+                # The thread moves the file whether or not this task is
+                # cancelled meanwhile: wait for it, so the delete below
+                # cannot run before the file appears.
+                _, cancel = await _to_the_end(asyncio.to_thread(storage.publish, temp, relative))
+            except BaseException:
+                await _discard(storage, relative, ctx)
+                raise
         finally:
             temp.unlink(missing_ok=True)
+        if cancel is not None:
+            await _discard(storage, relative, ctx)  # completion never attempted
+            raise cancel
         published = Published(relative, built)
         try:
-            committed = await complete(published)
+            committed, cancel = await _to_the_end(complete(published))
         except BaseException:
             # Unknown whether the row committed: neither roll back nor delete
             # what a committed row may point to (an uncommitted file is swept).
             finished_all = False
             raise
-        if not committed:
-            await asyncio.to_thread(storage.delete, relative)
-            raise JobCancelled(f"job {ctx.job.job_id} was cancelled before it completed")
-        return published
+        if committed:
+            if cancel is not None:
+                finished_all = False  # completed: nothing to roll back
+                raise cancel
+            return published
+        await _discard(storage, relative, ctx)
+        if cancel is not None:
+            raise cancel
+        raise JobCancelled(f"job {ctx.job.job_id} was cancelled before it completed")
     except BaseException as exc:
         if finished_all:
             if ctx.before_rollback is not None:
@@ -130,6 +156,41 @@ async def execute(
     finally:
         ctx.reporter.stop()
         await asyncio.to_thread(storage.remove_tree, ctx.work_dir)
+
+
+async def _to_the_end(operation: Awaitable[T]) -> tuple[T, asyncio.CancelledError | None]:
+    """Await `operation` to its end even if this task is cancelled meanwhile.
+
+    Returns its result and the cancellation that arrived while waiting (for
+    the caller to re-raise once it acted on the result). An exception of the
+    operation itself, its own cancellation included, propagates.
+    """
+    future = asyncio.ensure_future(operation)
+    cancel: asyncio.CancelledError | None = None
+    while True:
+        try:
+            return await asyncio.shield(future), cancel
+        except asyncio.CancelledError as exc:
+            if not future.done():
+                cancel = exc  # this task's cancellation: keep waiting
+                continue
+            if future.cancelled() or future.exception() is not None:
+                raise  # the operation was cancelled or failed: its outcome is unknown
+            return future.result(), exc  # it ended just as the cancellation came
+
+
+async def _discard(storage: PackageStorage, relative: str, ctx: ExportContext) -> None:
+    """Delete a package no committed row points to. A failure is logged, not
+    raised: the orphan sweep removes the file later."""
+    try:
+        # Cancelled meanwhile, the thread still deletes: no need to wait for it.
+        await asyncio.to_thread(storage.delete, relative)
+    except Exception as exc:
+        ctx.log.warning(
+            "could not delete an uncommitted package: %s",
+            safe_error(exc),
+            extra={"action": "discard"},
+        )
 
 
 def _manifest_header(ctx: ExportContext) -> dict[str, Any]:

@@ -7,7 +7,8 @@ Around procrastinate's Worker it adds what an operator of a daemon expects:
 - reconnection with backoff when the database goes away later (the
   procrastinate worker stops when its listener or heartbeat fails; we start
   a new one once the database answers again);
-- SIGTERM/SIGINT: stop fetching, let running exports finish for
+- SIGTERM/SIGINT at any moment: while starting, the start is abandoned at
+  once; once running, stop fetching, let running exports finish for
   EXPORTD_SHUTDOWN_GRACE_SECONDS, then cancel them (they roll back and are
   retried elsewhere). Heartbeats continue while they drain: procrastinate
   stops its own heartbeat before waiting (its issue #1585), which would let
@@ -20,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
-from collections.abc import Iterable
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TypeVar
 
 from procrastinate import exceptions as pexceptions
 from procrastinate.worker import Worker
@@ -38,6 +42,8 @@ from daemon.worker.sdnotify import SystemdNotifier
 log = logging.getLogger(__name__)
 
 MAX_RECONNECT_DELAY = 30.0
+
+T = TypeVar("T")
 
 
 def check_database(url: str) -> None:
@@ -81,16 +87,33 @@ class WorkerDaemon:
         if self._worker is not None:
             self._worker.stop()
 
-    def install_signal_handlers(self) -> None:
+    @contextlib.contextmanager
+    def signal_handlers(self) -> Iterator[None]:
+        """SIGTERM/SIGINT/SIGHUP stop the worker while in the block; then the
+        handlers that were there before are back (closing the event loop
+        would leave the default ones, which kill at once)."""
         loop = asyncio.get_running_loop()
         # SIGHUP too: a closed terminal or a stray `kill -HUP` drains like SIGTERM
         # instead of dropping running exports (there is nothing to reload).
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {signum: signal.getsignal(signum) for signum in signums}
+        for signum in signums:
             loop.add_signal_handler(signum, self.stop)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                loop.remove_signal_handler(signum)
+                if handler is not None:
+                    signal.signal(signum, handler)
 
     async def run(self) -> int:
-        await asyncio.to_thread(check_database, self.database_url)
-        await asyncio.to_thread(self.runtime.storage.ensure)
+        # A stop while starting (checking the schema, connecting) ends the
+        # start at once: nothing waits for a worker that is not running yet.
+        if not await self._unless_stopping(in_daemon_thread(check_database, self.database_url)):
+            return 0
+        if not await self._unless_stopping(in_daemon_thread(self.runtime.storage.ensure)):
+            return 0
         watchdog = asyncio.create_task(self._watchdog())
         delay = 1.0
         try:
@@ -118,40 +141,64 @@ class WorkerDaemon:
         log.info("worker stopped", extra={"action": "worker.stopped"})
         return 0
 
+    async def _unless_stopping(self, step: Awaitable[object]) -> bool:
+        """Await `step`, or cancel it when a stop comes first (False)."""
+        task = asyncio.ensure_future(step)
+        stopping = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            return False
+        task.result()  # raises what the step raised
+        return True
+
     async def _run_once(self) -> None:
+        try:
+            if await self._unless_stopping(self.runtime.connector.open_async()):
+                await self._work()
+        finally:
+            await self.runtime.connector.close_async()
+
+    async def _work(self) -> None:
+        """One procrastinate Worker on the open app, until it stops or fails."""
         settings = self.settings
-        async with self.runtime.app.open_async():
-            worker = Worker(
-                self.runtime.app,
-                queues=self.queues,
-                name="exportd",
-                concurrency=self.concurrency,
-                wait=True,
-                fetch_job_polling_interval=settings.poll_seconds,
-                abort_job_polling_interval=min(5.0, settings.poll_seconds),
-                shutdown_graceful_timeout=settings.shutdown_grace_seconds,
-                listen_notify=True,
-                install_signal_handlers=False,
-                update_heartbeat_interval=settings.heartbeat_seconds,
-                stalled_worker_timeout=settings.stalled_after_seconds,
-            )
-            self._worker = worker
-            run = asyncio.create_task(worker.run(), name="procrastinate worker")
-            announce = asyncio.create_task(self._announce_ready(worker))
-            drain_heartbeat: asyncio.Task[None] | None = None
-            try:
-                stop = asyncio.create_task(self.stopping.wait())
-                await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if self.stopping.is_set():
-                    drain_heartbeat = asyncio.create_task(self._heartbeat_while_draining(worker))
-                    worker.stop()
-                stop.cancel()
-                await run  # drains running exports; raises if the database went away
-            finally:
-                announce.cancel()
-                if drain_heartbeat is not None:
-                    drain_heartbeat.cancel()
-                self._worker = None
+        worker = Worker(
+            self.runtime.app,
+            queues=self.queues,
+            name="exportd",
+            concurrency=self.concurrency,
+            wait=True,
+            fetch_job_polling_interval=settings.poll_seconds,
+            abort_job_polling_interval=min(5.0, settings.poll_seconds),
+            shutdown_graceful_timeout=settings.shutdown_grace_seconds,
+            listen_notify=True,
+            install_signal_handlers=False,
+            update_heartbeat_interval=settings.heartbeat_seconds,
+            stalled_worker_timeout=settings.stalled_after_seconds,
+        )
+        self._worker = worker
+        run = asyncio.create_task(worker.run(), name="procrastinate worker")
+        announce = asyncio.create_task(self._announce_ready(worker))
+        drain_heartbeat: asyncio.Task[None] | None = None
+        try:
+            stop = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if self.stopping.is_set():
+                drain_heartbeat = asyncio.create_task(self._heartbeat_while_draining(worker))
+                worker.stop()
+            stop.cancel()
+            await run  # drains running exports; raises if the database went away
+        finally:
+            announce.cancel()
+            if drain_heartbeat is not None:
+                drain_heartbeat.cancel()
+            self._worker = None
 
     async def _announce_ready(self, worker: Worker) -> None:
         # procrastinate offers no event for "registered"; poll its attribute.
@@ -188,6 +235,32 @@ class WorkerDaemon:
             await asyncio.sleep(interval)
 
 
+async def in_daemon_thread(func: Callable[..., T], *args: object) -> T:
+    """`func(*args)` in a thread of its own that nobody waits for once the
+    await is cancelled. `asyncio.to_thread` would do, but the loop's closing
+    joins its threads: a stop during a connect to an unresponsive server
+    would wait out the connect timeout."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def target() -> None:
+        try:
+            result = func(*args)
+        except BaseException as exc:
+            deliver = functools.partial(settle, functools.partial(future.set_exception, exc))
+        else:
+            deliver = functools.partial(settle, functools.partial(future.set_result, result))
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(deliver)
+
+    threading.Thread(target=target, name=getattr(func, "__name__", "step"), daemon=True).start()
+    return await future
+
+
 async def run_worker(
     settings: Settings,
     database_url: str,
@@ -198,5 +271,5 @@ async def run_worker(
 ) -> int:
     """Entry point of `exportd worker` (signals installed here)."""
     daemon = WorkerDaemon(settings, database_url, registry, concurrency=concurrency, queues=queues)
-    daemon.install_signal_handlers()
-    return await daemon.run()
+    with daemon.signal_handlers():
+        return await daemon.run()

@@ -118,6 +118,8 @@ class ExportRuntime:
             settler.ctx = ctx
             await execute(kind, ctx, self.storage, settler.complete)
         except asyncio.CancelledError:
+            if settler.completed:
+                raise  # the abort came while the completion committed: settled
             if context.abort_reason() == AbortReason.SHUTDOWN:
                 await settler.interrupted()
             else:
@@ -126,9 +128,11 @@ class ExportRuntime:
         except JobCancelled:
             await settler.cancelled()
         except UnknownKind as exc:
-            await settler.failed(exc, rollback_ok=True)
+            # This worker does not know the kind: another attempt here cannot help.
+            log.error("cannot run: %s", safe_error(exc), extra=extra)
+            await settler.failed(exc, rollback_ok=True, permanent=True)
         except Exception as exc:
-            log.warning("attempt failed: %s", safe_error(exc), extra=extra)
+            log.warning("attempt failed: %s%s", safe_error(exc), _os_paths(exc), extra=extra)
             await settler.failed(exc, rollback_ok=ctx is None or not rollback_failed(ctx))
 
     async def _write_progress(
@@ -154,3 +158,12 @@ class ExportRuntime:
 
     async def rescue(self, queue_job_id: int, *, attempt: int) -> str:
         return await rescue.rescue(self.pool, self.settings, queue_job_id, attempt=attempt)
+
+
+def _os_paths(exc: BaseException) -> str:
+    """The file names of an OS error, for the operator's log only: the job's
+    `error_message` never shows server paths (`safe_error`)."""
+    if not isinstance(exc, OSError):
+        return ""
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f" ({', '.join(names)})" if names else ""

@@ -7,7 +7,10 @@ would have made anyway, so domain tracking adds no commit. procrastinate's own
 finish/retry is then skipped for settled jobs (`SettlingJobManager`).
 
 Retries honour each job's `max_attempts` (procrastinate's `retry_job` does
-not), with the backoff of `Settings.retry_delay`.
+not), with the backoff of `Settings.retry_delay`. An error that no retry can
+fix (`daemon.errors.is_permanent`: a SQL syntax error, a missing table, an
+unknown kind…) ends the run on the attempt it happened in, like the last
+attempt would (DESIGN §16).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from procrastinate import jobs as pjobs
 from daemon.db import attempts
 from daemon.db.attempts import AttemptIds
 from daemon.db.pools import Pool
-from daemon.errors import DatabaseUnavailable
+from daemon.errors import DatabaseUnavailable, is_permanent
 from daemon.kinds.context import ExportContext, JobCancelled, JobInfo, safe_error
 from daemon.tasks import EXPORT_TASK
 from daemon.worker.pipeline import Published
@@ -51,7 +54,7 @@ class SettlingJobManager(manager.JobManager):
 
     Overrides `finish_job` and `retry_job` of procrastinate's JobManager; the
     minor version of procrastinate is pinned and their signatures are checked
-    by tests/unit/test_procrastinate_contract.py.
+    by tests/unit/worker/test_procrastinate_contract.py.
     """
 
     def __init__(self, connector: PsycopgConnector, runtime: ExportRuntime) -> None:
@@ -99,6 +102,7 @@ class Settler:
         self.queue_job_id = queue_job_id
         self.max_attempts = max_attempts
         self.marked_failed = False
+        self.completed = False  # the completion committed: nothing more to settle
         self.ctx: ExportContext | None = None
         self.extra = {"job_id": str(info.job_id), "kind": info.kind}
         self.ids = AttemptIds(info.job_id, info.run, info.attempt, queue_job_id)
@@ -131,6 +135,7 @@ class Settler:
             )
         )
         if settled:
+            self.completed = True
             log.info("completed", extra={**self.extra, "action": "completed"})
         else:
             self.runtime.settled.discard(self.queue_job_id)
@@ -140,26 +145,40 @@ class Settler:
         kind = self.runtime.registry.get(self.info.kind)
         return len(kind.steps) + 1
 
+    def ends_run(self, exc: BaseException) -> bool:
+        """No retry follows: the last attempt, or an error no retry can fix."""
+        return self.final or is_permanent(exc)
+
     async def before_rollback(self, exc: BaseException) -> None:
         """A final failure is 'failed' while its rollback runs (DESIGN §3)."""
-        if isinstance(exc, JobCancelled | asyncio.CancelledError) or not self.final:
+        if isinstance(exc, JobCancelled | asyncio.CancelledError) or not self.ends_run(exc):
             return
+        await self._mark_failed(exc)
+
+    async def _mark_failed(self, exc: BaseException) -> None:
         self.marked_failed = await _retrying(
             lambda: attempts.mark_failed(self._pool, self.ids, error=safe_error(exc))
         )
 
-    async def failed(self, exc: BaseException, *, rollback_ok: bool) -> None:
+    async def failed(
+        self, exc: BaseException, *, rollback_ok: bool, permanent: bool = False
+    ) -> None:
+        """Record a failed attempt: retry it with backoff, or end the run when
+        it was the last attempt or `exc` (or `permanent`) says retrying is futile."""
         error = safe_error(exc)
-        if self.final and not self.marked_failed:
-            await self.before_rollback(exc)
+        if (permanent or self.ends_run(exc)) and not self.marked_failed:
+            await self._mark_failed(exc)
         if self.marked_failed:
             await self._fail(None, "rolled_back" if rollback_ok else "failed", "failed", error)
-            log.error("failed for good: %s", error, extra={**self.extra, "action": "failed"})
+            reason = "" if self.final else " (not retried: it cannot succeed)"
+            log.error(
+                "failed for good%s: %s", reason, error, extra={**self.extra, "action": "failed"}
+            )
             return
         delay = self.runtime.settings.retry_delay(self.info.attempt)
         retry_at = datetime.now(UTC) + timedelta(seconds=delay)
         if await self._fail(retry_at, "failed", "failed", error):
-            log.info("retry in %.1f s", delay, extra={**self.extra, "action": "retry"})
+            log.info("retry in %.1f s: %s", delay, error, extra={**self.extra, "action": "retry"})
         else:
             await self.cancelled()  # cancelled meanwhile, or no longer ours
 

@@ -5,6 +5,8 @@
 -- The job row and its procrastinate queue entry in ONE statement: they commit
 -- together or not at all. The queue entry carries what the worker needs
 -- (kind, owner, params, run, max_attempts) so starting costs no extra read.
+-- request_hash (migration 0005) is what a replay of the Idempotency-Key is
+-- compared with.
 WITH new AS (
     SELECT gen_random_uuid() AS job_id, coalesce(%(now)s::timestamptz, now()) AS created_at
 ), queued AS (
@@ -19,9 +21,10 @@ WITH new AS (
     FROM new
 )
 INSERT INTO exportd.jobs (job_id, kind, owner_id, params, priority, max_attempts, idempotency_key,
-                          scheduled_at, created_at, updated_at, queue_job_id)
+                          request_hash, scheduled_at, created_at, updated_at, queue_job_id)
 SELECT new.job_id, %(kind)s::text, %(owner_id)s::text, %(params)s::jsonb,
        %(priority)s::integer, %(max_attempts)s::integer, %(idempotency_key)s::text,
+       %(request_hash)s::text,
        coalesce(%(scheduled_at)s::timestamptz, new.created_at), new.created_at, new.created_at,
        queued.queue_job_id
   FROM new, queued
@@ -67,6 +70,16 @@ SELECT * FROM exportd.jobs WHERE job_id = %(job_id)s
 
 -- name: get_job_by_idempotency_key
 SELECT * FROM exportd.jobs WHERE owner_id = %(owner_id)s AND idempotency_key = %(idempotency_key)s
+
+-- name: find_jobs_by_id_prefix
+-- The jobs whose id starts with a prefix (`exportd jobs show 05132f10`): the
+-- caller passes the lowest and highest uuid sharing the prefix, so the
+-- primary key index answers it (uuid order is the order of its hex text).
+-- Two rows are enough to tell "unique" from "ambiguous".
+SELECT * FROM exportd.jobs
+ WHERE job_id BETWEEN %(low)s::uuid AND %(high)s::uuid
+ ORDER BY job_id
+ LIMIT 2
 
 -- name: list_owner_jobs
 -- One owner's jobs, newest first. Keyset pagination on (created_at, job_id):

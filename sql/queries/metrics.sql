@@ -1,4 +1,5 @@
--- Figures GET /metrics reads at scrape time (daemon/db/metrics.py).
+-- Figures GET /metrics reads at scrape time, and the cleanup totals it reports
+-- (daemon/db/metrics.py is the only caller).
 
 -- name: limit_scrape
 -- A scrape must not queue behind a slow statement for long.
@@ -41,3 +42,16 @@ SELECT (SELECT extract(epoch FROM now() - min(scheduled_at))::float8
        (SELECT count(*) FROM exportd.jobs WHERE package_path IS NOT NULL) AS packages,
        (SELECT coalesce(sum(package_size_bytes), 0)
           FROM exportd.jobs WHERE package_path IS NOT NULL) AS package_bytes
+
+-- name: cleanup_totals
+-- What every cleanup run so far has done (migration 0005), by figure.
+SELECT name, total FROM exportd.maintenance_totals
+
+-- name: add_cleanup_totals
+-- One statement per cleanup run (daemon/maintenance/cleanup.py through
+-- add_cleanup_totals): add the run's figures to the running totals.
+INSERT INTO exportd.maintenance_totals AS t (name, total, updated_at)
+SELECT run.name, run.amount, now()
+  FROM unnest(%(names)s::text[], %(amounts)s::bigint[]) AS run(name, amount)
+ON CONFLICT (name) DO UPDATE
+   SET total = t.total + excluded.total, updated_at = excluded.updated_at

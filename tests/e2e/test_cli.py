@@ -19,6 +19,12 @@ import pytest
 from tests.e2e.processes import EXPORTD, free_port
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "sql" / "migrations"
+# (version, name) of every migration, in order.
+MIGRATIONS = sorted(
+    (stem[:4], stem[5:])
+    for stem in (path.name.removesuffix(".up.sql") for path in MIGRATIONS_DIR.glob("*.up.sql"))
+)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -63,10 +69,13 @@ def test_migrate_then_status_lists_every_migration_as_applied(empty_db_url: str)
     assert status.returncode == 0
     rows = [line.split() for line in status.stdout.splitlines()[1:] if line[:4].isdigit()]
     assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("0001", "jobs", "applied"),
-        ("0002", "views", "applied"),
-        ("0003", "queue_tracking", "applied"),
-        ("0004", "retention", "applied"),
+        (version, name, "applied") for version, name in MIGRATIONS
+    ]
+    assert MIGRATIONS[:4] == [
+        ("0001", "jobs"),
+        ("0002", "views"),
+        ("0003", "queue_tracking"),
+        ("0004", "retention"),
     ]
     assert "procrastinate schema: 0 pending" in status.stdout
     again = run("migrate", env=env)
@@ -79,9 +88,7 @@ def test_migrate_down_and_status(empty_db_url: str) -> None:
     down = run("migrate", "--down", "1", env=env)
     assert down.returncode == 0
     assert down.stdout.splitlines() == [
-        "rolled back 0004_retention",
-        "rolled back 0003_queue_tracking",
-        "rolled back 0002_views",
+        f"rolled back {version}_{name}" for version, name in reversed(MIGRATIONS[1:])
     ]
     status = run("migrate", "--status", env=env).stdout
     assert "0002     views" in status and "pending" in status
@@ -105,8 +112,65 @@ def test_unreachable_database_is_one_line_and_non_zero() -> None:
     assert "hunter2" not in result.stderr
 
 
+NO_DATABASE = (
+    "exportd: configuration error: EXPORTD_DATABASE_URL: not set, and no embedded server "
+    'in .exportd/pg: set it, or run "exportd up" first\n'
+)
+ANY_JOB = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["jobs", "ls"],
+        ["jobs", "show", ANY_JOB],
+        ["jobs", "cancel", ANY_JOB],
+        ["cleanup"],
+        ["cleanup", "--dry-run"],
+        ["export", "orders"],
+        ["migrate", "--status"],
+        ["migrate", "--down", "0"],
+        ["worker"],
+        ["web"],
+    ],
+    ids=" ".join,
+)
+def test_commands_without_a_database_say_so_and_create_none(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Run outside the checkout, without EXPORTD_DATABASE_URL: no embedded
+    cluster appears in ./.exportd as a side effect, and no traceback."""
+    result = run(*command, env=clean_env(EXPORTD_JWT_SECRET=SECRET), cwd=tmp_path)
+    assert result.stderr == NO_DATABASE
+    assert result.returncode == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["jobs", "ls"], ["jobs", "show", ANY_JOB], ["cleanup"], ["export", "noop"]],
+    ids=" ".join,
+)
+def test_an_unmigrated_database_is_one_line(
+    empty_db_url: str, tmp_path: Path, command: list[str]
+) -> None:
+    env = clean_env(
+        EXPORTD_DATABASE_URL=empty_db_url,
+        EXPORTD_STORAGE_DIR=str(tmp_path / "packages"),
+        EXPORTD_KINDS="tests.kinds_for_tests",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+    result = run(*command, env=env, cwd=tmp_path)
+    assert result.stderr == (
+        "exportd: the database schema is not up to date; run `exportd migrate`\n"
+    )
+    assert result.returncode == 1
+
+
 @pytest.mark.slow
 def test_migrate_with_the_embedded_server_reuses_its_data(tmp_path: Path) -> None:
+    """`exportd migrate`, the setup command, may create the embedded server
+    (like `up`); `migrate --status` on an existing one does not re-create it."""
     env = clean_env(EXPORTD_DATA_DIR=str(tmp_path / "data"))
     first = run("migrate", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr

@@ -3,13 +3,14 @@ body and writes nothing (real app, real database)."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.api_helpers import api_client, api_settings, bearer
+from tests.api_helpers import api_client, api_settings, bearer, token
 
 pytestmark = pytest.mark.anyio
 AConn = psycopg.AsyncConnection[Any]
@@ -159,3 +160,87 @@ async def test_bad_idempotency_keys(aconn: AConn, db_url: str, tmp_path: Path) -
             )
             assert response.status_code == 400, key
     assert await rows(aconn) == (0, 0)
+
+
+# -- numbers in the query, and odd subjects: 4xx, never 5xx (DESIGN §16) --------
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        "%C2%B2",  # "²": str.isdigit() says yes, int() says no
+        "%E2%91%A0",  # "①"
+        "%D9%A3",  # "٣", Arabic-Indic three: int() would take it
+        "%EF%BC%91",  # U+FF11, fullwidth digit one
+        "9" * 5000,  # more digits than int() converts
+        "0" * 5000 + "1",
+        "1_0",
+        "+5",
+        " 5",
+        "",
+    ],
+    ids=[
+        "superscript",
+        "circled",
+        "arabic",
+        "fullwidth",
+        "5000 digits",
+        "zeros",
+        "_",
+        "+",
+        "sp",
+        "",
+    ],
+)
+async def test_odd_digits_in_limit_are_400(db_url: str, tmp_path: Path, limit: str) -> None:
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        response = await client.get(f"/api/v1/jobs?limit={limit}", headers=ALICE)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "limit"
+
+
+ODD_SUBJECTS: list[tuple[str, Any]] = [
+    ("lone surrogate", "\ud800"),
+    ("surrogate inside", "ali\udfffce"),
+    ("NUL", "ali\x00ce"),
+    ("bell", "ali\x07ce"),
+    ("newline", "alice\n"),
+    ("300 characters", "a" * 300),
+    # Incompressible, so before the bound its index key was too large: a 503.
+    ("3000 random characters", secrets.token_urlsafe(2250)),
+    ("10 KB", "b" * 10_000),
+    ("empty", ""),
+    ("a number", 12),
+    ("a list", ["alice"]),
+]
+
+
+@pytest.mark.parametrize(("case", "sub"), ODD_SUBJECTS, ids=[c for c, _ in ODD_SUBJECTS])
+async def test_odd_subjects_are_401_on_list_and_create(
+    aconn: AConn, db_url: str, tmp_path: Path, case: str, sub: Any
+) -> None:
+    headers = {"Authorization": f"Bearer {token(sub)}"}
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        listed = await client.get("/api/v1/jobs", headers=headers)
+        created = await client.post("/api/v1/jobs", json={"kind": "noop"}, headers=headers)
+        kinds = await client.get("/api/v1/kinds", headers=headers)
+    for response in (listed, created, kinds):
+        assert response.status_code == 401, (case, response.status_code, response.text)
+        assert response.json()["code"] == "UNAUTHORIZED"
+    assert await rows(aconn) == (0, 0)
+
+
+async def test_the_longest_subject_creates_and_lists_its_jobs(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    """255 characters of four UTF-8 bytes each: within every bound downstream."""
+    sub = "\U0001f600" * 255
+    headers = {"Authorization": f"Bearer {token(sub)}"}
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        created = await client.post("/api/v1/jobs", json={"kind": "noop"}, headers=headers)
+        listed = await client.get("/api/v1/jobs", headers=headers)
+        mine = await client.get(f"/api/v1/jobs?owner={sub}", headers=headers)
+    assert created.status_code == 202, created.text
+    assert [j["job_id"] for j in listed.json()["data"]] == [created.json()["data"]["job_id"]]
+    assert mine.status_code == 200 and len(mine.json()["data"]) == 1
+    assert await rows(aconn) == (1, 1)

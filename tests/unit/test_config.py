@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from daemon.config import Settings, load_settings, variable_name
-from daemon.config_values import PARSERS, RateLimit
+from daemon.config_values import EXAMPLE_SECRETS, PARSERS, RateLimit, is_placeholder_secret
 from daemon.errors import ConfigError
 
-SECRET = "s" * 32
+SECRET = "a-unit-test-secret-of-32-bytes-or-more-4f9c"
+ROOT = Path(__file__).resolve().parents[2]
 EXPORTD = str(Path(sys.executable).with_name("exportd"))
 
 
@@ -31,7 +34,7 @@ def test_defaults_match_the_documented_ones() -> None:
 
 
 def test_every_setting_is_documented() -> None:
-    doc = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    doc = (ROOT / "docs" / "operations.md").read_text()
     for key in PARSERS:
         assert variable_name(key) in doc, variable_name(key)
 
@@ -115,6 +118,9 @@ INVALID = [
     ("EXPORTD_ACCEL_REDIRECT", "/protected"),
     ("EXPORTD_ACCEL_REDIRECT", "/a/../b/"),
     ("EXPORTD_ACCEL_REDIRECT", "/with space/"),
+    ("EXPORTD_HEADER_TIMEOUT_SECONDS", "0"),
+    ("EXPORTD_HEADER_TIMEOUT_SECONDS", "soon"),
+    ("EXPORTD_MAX_CONNECTIONS", "0"),
 ]
 
 
@@ -207,3 +213,101 @@ def test_cli_exits_non_zero_with_one_line(variable: str, value: str, tmp_path: P
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"exportd: configuration error: {variable}:")
     assert "Traceback" not in result.stderr
+
+
+# -- secrets anyone can read ---------------------------------------------------
+
+PLACEHOLDERS = [
+    "change-me-to-a-long-random-secret-of-at-least-32-bytes",  # systemd/exportd.env.example
+    "CHANGE_ME_to_something_long_and_random_please_0123",
+    "changeme" * 4,
+    "change me, this is only an example value of 32+ bytes",
+    "secret-secret-secret-secret-secret",
+    "Secret_for_the_API_that_is_long_enough_1234",
+    "your-secret-here-at-least-32-bytes-long",
+    "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",
+    "x" * 40,
+    "ab" * 20,
+    "0" * 64,
+]
+
+
+@pytest.mark.parametrize("value", PLACEHOLDERS)
+def test_a_placeholder_secret_is_refused_like_a_short_one(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"EXPORTD_JWT_SECRET": value})
+    assert info.value.variable == "EXPORTD_JWT_SECRET"
+    assert "placeholder" in info.value.problem
+    assert value not in str(info.value)
+
+
+def test_a_random_secret_is_accepted() -> None:
+    for _ in range(20):
+        value = secrets.token_urlsafe(48)
+        assert load_settings({"EXPORTD_JWT_SECRET": value}).jwt_secret == value
+    assert load_settings({"EXPORTD_JWT_SECRET": secrets.token_hex(32)}).jwt_secret
+
+
+def secret_values_in(text: str) -> list[str]:
+    """Values given to a *SECRET* variable: `X_SECRET=v`, `X_SECRET: v`, `"x_secret": "v"`."""
+    pattern = re.compile(r"""(?i)\b[A-Z_]*SECRET[A-Z_]*["']?\s*[=:]\s*["'`]?([^\s"'`,;|]{8,})""")
+    return [value for value in pattern.findall(text) if not value.startswith("$")]
+
+
+def example_files() -> list[Path]:
+    files = [ROOT / "systemd" / "exportd.env.example", ROOT / "README.md"]
+    files += sorted((ROOT / "docs").rglob("*.md"))
+    return [path for path in files if path.is_file()]
+
+
+def test_every_secret_in_the_examples_and_docs_is_refused() -> None:
+    """The list in code (the wheel has no checkout to read) covers every
+    secret value the project shows: a copied example never starts."""
+    found = {
+        (path.relative_to(ROOT).as_posix(), value)
+        for path in example_files()
+        for value in secret_values_in(path.read_text())
+    }
+    assert (
+        "systemd/exportd.env.example",
+        "change-me-to-a-long-random-secret-of-at-least-32-bytes",
+    ) in found
+    for where, value in sorted(found):
+        assert value in EXAMPLE_SECRETS, f"{where}: {value!r} is not in EXAMPLE_SECRETS"
+        assert is_placeholder_secret(value), where
+
+
+def test_the_secret_scan_finds_secrets() -> None:
+    assert secret_values_in("EXPORTD_JWT_SECRET=abcdefgh123") == ["abcdefgh123"]
+    assert secret_values_in('export EXPORTD_JWT_SECRET="q1w2e3r4t5"') == ["q1w2e3r4t5"]
+    assert secret_values_in("| `EXPORTD_JWT_SECRET` | unset | HMAC secret |") == []
+    assert secret_values_in('EXPORTD_JWT_SECRET="$(cat /etc/secret)"') == []
+
+
+def test_cli_refuses_the_example_secret_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
+    env["EXPORTD_JWT_SECRET"] = "change-me-to-a-long-random-secret-of-at-least-32-bytes"
+    result = subprocess.run(
+        [EXPORTD, "web"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("exportd: configuration error: EXPORTD_JWT_SECRET: is a placeholder")
+    assert "change-me" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_header_timeout_and_connection_limit() -> None:
+    defaults = load_settings({})
+    assert (defaults.header_timeout_seconds, defaults.max_connections) == (30.0, 1000)
+    custom = load_settings(
+        {"EXPORTD_HEADER_TIMEOUT_SECONDS": "2.5", "EXPORTD_MAX_CONNECTIONS": "50"}
+    )
+    assert (custom.header_timeout_seconds, custom.max_connections) == (2.5, 50)

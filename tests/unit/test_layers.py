@@ -112,7 +112,10 @@ import sys
 from daemon.config import load_settings
 from daemon.kinds.catalog import load_kinds
 from web.app import create_app
-settings = load_settings({"EXPORTD_JWT_SECRET": "x" * 40, "EXPORTD_DATABASE_URL": "postgresql:///x"})
+settings = load_settings({
+    "EXPORTD_JWT_SECRET": "a-layers-test-secret-of-more-than-32-bytes-7f3e",
+    "EXPORTD_DATABASE_URL": "postgresql:///x",
+})
 create_app(settings, "postgresql:///x", load_kinds(settings, "postgresql:///x"))
 loaded = sorted(m for m in sys.modules
                 if m.split(".")[0] == "procrastinate"

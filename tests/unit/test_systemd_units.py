@@ -262,6 +262,14 @@ def test_web_unit() -> None:
     assert "exportd-migrate.service" in value(web, "Unit", "After").split()
 
 
+def test_web_unit_descriptors_fit_the_connection_limit() -> None:
+    """Each connection holds a descriptor, and a second one while a download
+    streams its file; the pool, the log and Python need some more. A limit
+    below that makes legitimate requests fail under a flood of connections."""
+    limit = int(value(unit("exportd-web.service"), "Service", "LimitNOFILE"))
+    assert limit >= 2 * Settings().max_connections + 256
+
+
 HARDENING = {
     "User": "exportd",
     "Group": "exportd",

@@ -3,6 +3,7 @@ translation at the store boundary."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 
 from daemon.db import jobs as job_store
+from daemon.db.connect import aconnect
 from daemon.errors import ConstraintViolation, IdempotencyConflict, InvalidTransition, JobNotFound
 from daemon.models import Job, JobStatus, NewJob
 
@@ -261,3 +263,51 @@ async def test_failed_defer_leaves_no_job_row(aconn: AConn) -> None:
         await create(aconn, NewJob(kind="orders", owner_id="a", params={}))
     row = await (await aconn.execute("SELECT count(*) FROM exportd.jobs")).fetchone()
     assert row == (0,)
+
+
+async def test_request_hash_is_stored_with_the_job(aconn: AConn) -> None:
+    new = NewJob(kind="orders", owner_id="alice", params={}, idempotency_key="h")
+    job = await job_store.create_job(
+        aconn, new, queue="exports", task="run_export", request_hash="ab" * 32
+    )
+    stored = await job_store.find_stored_request(aconn, "alice", "h")
+    assert stored == job_store.StoredRequest(job, "ab" * 32)
+    assert await job_store.find_stored_request(aconn, "bob", "h") is None
+
+
+async def test_jobs_by_id_prefix(aconn: AConn) -> None:
+    jobs = [await create(aconn, NewJob(kind="orders", owner_id="a", params={})) for _ in range(3)]
+    ids = ["abcd0000-0000-4000-8000-000000000001", "abcd0000-0000-4000-8000-000000000002"]
+    for job, new_id in zip(jobs, ids, strict=False):
+        await aconn.execute(
+            "UPDATE exportd.jobs SET job_id = %s WHERE job_id = %s", (new_id, job.job_id)
+        )
+    both = await job_store.find_by_id_prefix(aconn, "ABCD")
+    assert [str(j.job_id) for j in both] == ids
+    one = await job_store.find_by_id_prefix(aconn, "abcd0000-0000-4000-8000-00000000000")
+    assert len(one) == 2
+    assert [str(j.job_id) for j in await job_store.find_by_id_prefix(aconn, ids[1])] == ids[1:]
+    third = jobs[2].job_id  # random: its first 12 hex digits are its own
+    assert [j.job_id for j in await job_store.find_by_id_prefix(aconn, str(third)[:13])] == [third]
+    await aconn.execute(
+        "UPDATE exportd.jobs SET job_id = %s WHERE job_id = %s",
+        ("12345678-0000-4000-8000-000000000003", third),
+    )
+    assert await job_store.find_by_id_prefix(aconn, "ffff") == []  # no job starts so
+    for bad in ("abc", "xyz1", "", "abcd" * 9):
+        assert job_store.id_prefix_bounds(bad) is None
+        with pytest.raises(ValueError, match="hex digits"):
+            await job_store.find_by_id_prefix(aconn, bad)
+
+
+async def test_a_value_beyond_the_servers_limits_is_not_an_outage(db_url: str) -> None:
+    """An owner too long for the btree index is ProgramLimitExceeded, an
+    OperationalError subclass: it must not read as DatabaseUnavailable (a 503
+    telling the client to retry the same input)."""
+    owner = secrets.token_urlsafe(3000)  # random: TOAST cannot compress it below the limit
+    with pytest.raises(ConstraintViolation, match="too large"):
+        async with aconnect(db_url) as conn:  # the seam: driver errors translated on the way out
+            await create(conn, NewJob(kind="orders", owner_id=owner, params={}))
+    async with aconnect(db_url) as conn:
+        cur = await conn.execute("SELECT count(*) FROM exportd.jobs")
+        assert await cur.fetchone() == (0,)

@@ -94,14 +94,14 @@ async def test_idempotency_replay_and_conflict(aconn: AConn, db_url: str, tmp_pa
     [
         ({"kind": "nope"}, "kind"),
         ({}, "kind"),
-        ({"kind": "flaky", "params": {"fail_times": "two"}}, "fail_times"),
-        ({"kind": "flaky", "params": {"owner_id": "bob"}}, "owner_id"),
+        ({"kind": "flaky", "params": {"fail_times": "two"}}, "params.fail_times"),
+        ({"kind": "flaky", "params": {"owner_id": "bob"}}, "params.owner_id"),
         ({"kind": "noop", "params": []}, "params"),
         ({"kind": "noop", "extra": 1}, "extra"),
         ({"kind": "noop", "priority": "high"}, "priority"),
         ({"kind": "noop", "delay_seconds": -1}, "delay_seconds"),
         ({"kind": "noop", "max_attempts": 0}, "max_attempts"),
-        ({"kind": "three-steps", "params": {"pause": "\u0000"}}, "pause"),
+        ({"kind": "three-steps", "params": {"pause": "\u0000"}}, "params.pause"),
     ],
 )
 async def test_invalid_bodies_are_400_and_write_nothing(
@@ -112,6 +112,12 @@ async def test_invalid_bodies_are_400_and_write_nothing(
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "VALIDATION_ERROR"
     assert response.json()["field"] == field
+    # The message names the field the same way, first.
+    assert response.json()["message"].startswith(f"{field}: ") or field in (
+        "kind",
+        "extra",
+        "params",
+    )
     assert await counts(aconn) == (0, 0)
 
 
@@ -279,3 +285,79 @@ async def test_database_down_is_503_not_500(tmp_path: Path) -> None:
     assert response.status_code == 503 and response.json()["code"] == "DATABASE_UNAVAILABLE"
     assert ready.status_code == 503
     assert alive.status_code == 200
+
+
+# -- idempotency compares the request as sent -----------------------------------
+
+
+async def post_raw(client: httpx.AsyncClient, body: bytes, key: str) -> httpx.Response:
+    """The body byte for byte (so `1e23` reaches the server as written)."""
+    headers = {**ALICE, "Content-Type": "application/json", "Idempotency-Key": key}
+    return await client.post("/api/v1/jobs", content=body, headers=headers)
+
+
+async def test_replaying_a_float_param_is_the_same_request(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    """jsonb gives 1e23 back as 100000000000000000000000 (another number in
+    Python): comparing the stored params called this replay a conflict."""
+    body = b'{"kind": "typed", "params": {"text": "a", "float": 1e23}}'
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        first = await post_raw(client, body, "float-1")
+        replay = await post_raw(client, body, "float-1")
+    assert first.status_code == 202, first.text
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["data"]["job_id"] == first.json()["data"]["job_id"]
+    assert await counts(aconn) == (1, 1)
+
+
+async def test_replay_with_the_same_body_and_defaults_spelled_out_is_200(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        first = await make(client, {"kind": "noop"}, **{"Idempotency-Key": "same"})
+        spelled = await make(
+            client,
+            {"kind": "noop", "params": {}, "priority": 0, "delay_seconds": 0},
+            **{"Idempotency-Key": "same"},
+        )
+    assert (first.status_code, spelled.status_code) == (202, 200)
+    assert spelled.json()["data"]["job_id"] == first.json()["data"]["job_id"]
+    assert await counts(aconn) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"delay_seconds": 60},
+        {"priority": 5},
+        {"max_attempts": 1},
+        {"params": {"text": "b"}},
+    ],
+    ids=["delay_seconds", "priority", "max_attempts", "params"],
+)
+async def test_a_changed_field_under_the_same_key_is_409(
+    aconn: AConn, db_url: str, tmp_path: Path, changed: dict[str, Any]
+) -> None:
+    base: dict[str, Any] = {"kind": "typed", "params": {"text": "a"}, "delay_seconds": 30}
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        first = await make(client, base, **{"Idempotency-Key": "changed"})
+        other = await make(client, {**base, **changed}, **{"Idempotency-Key": "changed"})
+    assert first.status_code == 202
+    assert other.status_code == 409, other.text
+    assert other.json()["code"] == "IDEMPOTENCY_CONFLICT"
+    assert await counts(aconn) == (1, 1)
+
+
+async def test_jobs_from_before_the_request_hash_compare_stored_values(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    """Rows written before migration 0005 have no request_hash: a replay is
+    judged as before, on kind, params, priority and max_attempts."""
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        first = await make(client, {"kind": "noop", "priority": 2}, **{"Idempotency-Key": "old"})
+        await aconn.execute("UPDATE exportd.jobs SET request_hash = NULL")
+        replay = await make(client, {"kind": "noop", "priority": 2}, **{"Idempotency-Key": "old"})
+        conflict = await make(client, {"kind": "noop", "priority": 3}, **{"Idempotency-Key": "old"})
+    assert (first.status_code, replay.status_code, conflict.status_code) == (202, 200, 409)
+    assert replay.json()["data"]["job_id"] == first.json()["data"]["job_id"]

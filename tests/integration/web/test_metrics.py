@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+import string
+import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +16,13 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api_helpers import api_client, api_settings, bearer
+from daemon.maintenance.cleanup import Cleanup
+from daemon.storage.local import PackageStorage
+from tests.api_helpers import api_client, api_settings, bearer, live_app
+from tests.e2e.processes import EXPORTD, worker_env
 from tests.helpers import completed_job, create
+from web.app import routes as app_routes
+from web.metrics import KNOWN_METHODS
 
 pytestmark = pytest.mark.anyio
 AConn = psycopg.AsyncConnection[Any]
@@ -85,3 +95,96 @@ async def test_database_down_still_answers_quickly(tmp_path: Path) -> None:
     assert found[("exportd_database_up", ())] == 0
     assert not any(name == "exportd_jobs" for name, _ in found)
     assert took < 5
+
+
+# -- cleanup totals: counted in PostgreSQL, reported by any API process ----------
+
+
+def cleanup_figures(found: dict[Any, float]) -> dict[str, float]:
+    prefix, suffix = "exportd_cleanup_", "_total"
+    return {
+        name[len(prefix) : -len(suffix)]: value
+        for (name, labels), value in found.items()
+        if name.startswith(prefix) and name.endswith(suffix) and not labels
+    }
+
+
+async def test_cleanup_in_another_process_shows_on_the_api_metrics(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    """The retention of a worker (here `exportd cleanup`, a process of its own)
+    is counted in exportd.maintenance_totals; /metrics of the API reports it."""
+    settings = api_settings(tmp_path)
+    _, data = await completed_job(aconn, settings, expires_in=-timedelta(days=1))
+    async with api_client(settings, db_url) as client:
+        before = cleanup_figures(await scrape(client))
+        env = worker_env(db_url, settings.storage_dir)
+        ran = await asyncio.to_thread(
+            subprocess.run,
+            [EXPORTD, "cleanup"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stderr
+        after = cleanup_figures(await scrape(client))
+    assert before == {
+        "packages_deleted": 0,
+        "bytes_freed": 0,
+        "jobs_pruned": 0,
+        "queue_rows_pruned": 0,
+        "orphans_removed": 0,
+        "failures": 0,
+        "runs": 0,
+    }
+    assert after["packages_deleted"] == 1
+    assert after["bytes_freed"] == len(data)
+    assert after["runs"] == 1
+
+
+async def test_cleanup_totals_add_up_across_runs(aconn: AConn, db_url: str, tmp_path: Path) -> None:
+    settings = api_settings(tmp_path)
+    cleanup = Cleanup(settings, PackageStorage(settings.storage_dir))
+    for _ in range(2):
+        await completed_job(aconn, settings, expires_in=-timedelta(days=1))
+        report = await cleanup.run(aconn)
+        assert report.packages_deleted == 1
+    await cleanup.run(aconn, dry_run=True)  # a dry run changes nothing, counts included
+    async with api_client(settings, db_url) as client:
+        found = cleanup_figures(await scrape(client))
+    assert (found["packages_deleted"], found["runs"]) == (2, 2)
+    assert found["bytes_freed"] == 600_000
+
+
+# -- label values come from fixed sets -------------------------------------------
+
+
+async def test_unknown_methods_are_4xx_and_mint_no_label_values(
+    db_url: str, tmp_path: Path
+) -> None:
+    """200 random methods through a real uvicorn: each is answered 4xx, and
+    /metrics holds no label value a request chose."""
+    rng = random.Random(200)  # noqa: S311 - reproducible methods, not a secret
+    alphabet = string.ascii_uppercase + string.digits + "!#$%&'*+-.^_`|~"
+    methods = ["".join(rng.choices(alphabet, k=rng.randint(1, 24))) for _ in range(200)]
+    paths = ["/api/v1/jobs", "/metrics", "/nope", "/api/v1/jobs/x/retry", "/healthz"]
+    async with live_app(api_settings(tmp_path), db_url) as (base, _), httpx.AsyncClient() as http:
+        baseline = (await http.get(f"{base}/metrics")).text
+        for i, method in enumerate(methods):
+            response = await http.request(method, f"{base}{paths[i % len(paths)]}")
+            assert 400 <= response.status_code < 500, (method, response.status_code)
+        text = (await http.get(f"{base}/metrics")).text
+    found = samples(text)
+    label_methods = {
+        dict(labels)["method"] for name, labels in found if name == "exportd_http_requests_total"
+    }
+    assert label_methods <= KNOWN_METHODS | {"other"}
+    assert "other" in label_methods
+    routes = {
+        dict(labels)["route"] for name, labels in found if name == "exportd_http_requests_total"
+    }
+    assert routes <= {route.path for route in app_routes()} | {"unmatched"}
+    # The random methods added a handful of series (route x "other" x status), not 200.
+    assert len(text) - len(baseline) < 8_000, len(text) - len(baseline)

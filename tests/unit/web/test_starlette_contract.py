@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from email.utils import formatdate
+from pathlib import Path
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import FileResponse, Response
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+
+WEB = Path(__file__).resolve().parents[2] / "web"
 
 POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
 EMPTY = inspect.Parameter.empty
@@ -70,3 +75,22 @@ def test_header_helpers() -> None:
     mutable["content-range"] = "bytes 0-4/10"
     assert mutable.raw == [(b"content-length", b"5"), (b"content-range", b"bytes 0-4/10")]
     assert raw == [(b"content-length", b"10")]  # a copy: the response keeps its headers
+
+
+def test_web_uses_no_private_starlette_member() -> None:
+    """Project rule: Starlette's `_`-prefixed members and modules are not API."""
+    classes = (Response, FileResponse, JSONResponse, StreamingResponse, Request, Headers)
+    private = {
+        name
+        for cls in classes
+        for name in dir(cls)
+        if name.startswith("_") and not name.startswith("__")
+    }
+    assert "_parse_range_header" in private  # the list is not empty by accident
+    pattern = re.compile(r"\.(" + "|".join(map(re.escape, sorted(private))) + r")\b|starlette\._")
+    offenders = {
+        f"{path.name}: {match.group(0)}"
+        for path in WEB.rglob("*.py")
+        for match in pattern.finditer(path.read_text())
+    }
+    assert offenders == set()
