@@ -113,6 +113,24 @@ def read_until(proc: subprocess.Popen[str], text: str) -> str:
 # -- a taken port ------------------------------------------------------------
 
 
+@contextmanager
+def exportd(*args: str, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    """An `exportd` process with its output on one pipe, killed if a test left it running."""
+    with subprocess.Popen(
+        [EXPORTD, *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 @pytest.mark.parametrize("data_dir", ["new", "existing"])
 def test_up_with_its_port_taken_is_one_line_and_leaves_nothing(
     tmp_path: Path, data_dir: str
@@ -189,27 +207,16 @@ def test_up_stops_at_once_at_every_moment(
     pgdata = data / "pg"
     env = clean_env(EXPORTD_DATA_DIR=str(data), EXPORTD_PORT=str(free_port()))
     seen: list[int] = []
-    with subprocess.Popen(
-        [EXPORTD, "up"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as proc:
-        try:
-            if marker == "pg directory":
-                poll_until(pgdata.exists, "the embedded data directory appearing")
-            elif marker == "postmaster.pid":
-                poll_until(lambda: bool(postmaster_pid(pgdata)), "postmaster.pid appearing")
-                seen = postmaster_pid(pgdata)
-            else:
-                read_until(proc, marker)
-                seen = postmaster_pid(pgdata)
-            output = stop_and_wait(proc, signum)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with exportd("up", env=env, cwd=tmp_path) as proc:
+        if marker == "pg directory":
+            poll_until(pgdata.exists, "the embedded data directory appearing")
+        elif marker == "postmaster.pid":
+            poll_until(lambda: bool(postmaster_pid(pgdata)), "postmaster.pid appearing")
+            seen = postmaster_pid(pgdata)
+        else:
+            read_until(proc, marker)
+            seen = postmaster_pid(pgdata)
+        output = stop_and_wait(proc, signum)
     assert proc.returncode == 0, output
     assert "Traceback" not in output, output
     assert_nothing_left(pgdata, seen)
@@ -221,23 +228,12 @@ def test_up_after_an_interrupted_start_starts(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = clean_env(EXPORTD_DATA_DIR=str(data), EXPORTD_PORT=str(free_port()))
     for signum, marker in ((signal.SIGTERM, "pg directory"), (signal.SIGINT, "Press Ctrl-C")):
-        with subprocess.Popen(
-            [EXPORTD, "up"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ) as proc:
-            try:
-                if marker == "pg directory":
-                    poll_until((data / "pg").exists, "the embedded data directory appearing")
-                else:
-                    read_until(proc, marker)
-                stop_and_wait(proc, signum)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
+        with exportd("up", env=env, cwd=tmp_path) as proc:
+            if marker == "pg directory":
+                poll_until((data / "pg").exists, "the embedded data directory appearing")
+            else:
+                read_until(proc, marker)
+            stop_and_wait(proc, signum)
         assert proc.returncode == 0
     assert_nothing_left(data / "pg", [])
 
@@ -278,22 +274,11 @@ def test_web_and_worker_stop_while_the_embedded_server_starts(
     embedded_data: Path, tmp_path: Path, command: str, signum: signal.Signals
 ) -> None:
     pgdata = embedded_data / "pg"
-    argv = [EXPORTD, command] + (["--port", str(free_port())] if command == "web" else [])
-    with subprocess.Popen(
-        argv,
-        env=embedded_env(embedded_data),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as proc:
-        try:
-            poll_until(lambda: bool(postmaster_pid(pgdata)), "postmaster.pid appearing")
-            seen = postmaster_pid(pgdata)
-            output = stop_and_wait(proc, signum)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    args = [command] + (["--port", str(free_port())] if command == "web" else [])
+    with exportd(*args, env=embedded_env(embedded_data), cwd=tmp_path) as proc:
+        poll_until(lambda: bool(postmaster_pid(pgdata)), "postmaster.pid appearing")
+        seen = postmaster_pid(pgdata)
+        output = stop_and_wait(proc, signum)
     assert proc.returncode == 0, output
     assert "Traceback" not in output, output
     assert_nothing_left(pgdata, seen)
@@ -304,21 +289,10 @@ def test_web_serving_on_the_embedded_server_stops_it_on_sigint(
 ) -> None:
     pgdata = embedded_data / "pg"
     port = free_port()
-    with subprocess.Popen(
-        [EXPORTD, "web", "--port", str(port)],
-        env=embedded_env(embedded_data),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as proc:
-        try:
-            wait_until_up(f"http://127.0.0.1:{port}/readyz", proc)
-            seen = postmaster_pid(pgdata)
-            output = stop_and_wait(proc, signal.SIGINT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with exportd("web", "--port", str(port), env=embedded_env(embedded_data), cwd=tmp_path) as proc:
+        wait_until_up(f"http://127.0.0.1:{port}/readyz", proc)
+        seen = postmaster_pid(pgdata)
+        output = stop_and_wait(proc, signal.SIGINT)
     assert proc.returncode == 0, output
     assert seen
     assert_nothing_left(pgdata, seen)
@@ -332,23 +306,13 @@ def test_worker_stops_while_connecting(tmp_path: Path) -> None:
         silent.listen()
         port = silent.getsockname()[1]
         env = worker_env(f"postgresql://exportd@127.0.0.1:{port}/exportd", tmp_path / "packages")
-        with subprocess.Popen(
-            [EXPORTD, "worker"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ) as proc:
-            try:
-                # The worker's connection waits in the backlog: it is connecting.
-                readable, _, _ = select.select([silent], [], [], 30)
-                assert readable, "the worker never connected"
-                started = time.monotonic()
-                output = stop_and_wait(proc, signal.SIGTERM)
-                elapsed = time.monotonic() - started
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
+        with exportd("worker", env=env, cwd=tmp_path) as proc:
+            # The worker's connection waits in the backlog: it is connecting.
+            readable, _, _ = select.select([silent], [], [], 30)
+            assert readable, "the worker never connected"
+            started = time.monotonic()
+            output = stop_and_wait(proc, signal.SIGTERM)
+            elapsed = time.monotonic() - started
     assert proc.returncode == 0, output
     assert "Traceback" not in output, output
     assert elapsed < 5  # not the 10 s connect timeout

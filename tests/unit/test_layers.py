@@ -105,6 +105,20 @@ def test_a_query_file_is_run_by_the_db_module_of_its_name() -> None:
         assert users == {f"daemon/db/{name}.py"}, name
 
 
+def modules_loaded_by(script: str) -> str:
+    """What `script` prints, run in a fresh interpreter (nothing loaded before it)."""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_the_api_app_builds_without_loading_the_worker() -> None:
     # A fresh interpreter: what building the app imports, and nothing else.
     script = """
@@ -122,16 +136,7 @@ loaded = sorted(m for m in sys.modules
                 or m.startswith(("daemon.worker", "daemon.maintenance", "daemon.cli")))
 print(",".join(loaded))
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    assert modules_loaded_by(script) == ""
 
 
 def test_the_web_command_does_not_load_the_worker() -> None:
@@ -143,13 +148,4 @@ import daemon.cli.web, daemon.cli.serve
 print(",".join(sorted(m for m in sys.modules
                       if m.split(".")[0] == "procrastinate" or m.startswith("daemon.worker"))))
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    assert modules_loaded_by(script) == ""
