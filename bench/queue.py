@@ -50,7 +50,8 @@ from daemon.db import jobs as job_store
 from daemon.db.embedded import EmbeddedPostgres
 from daemon.db.migrations import Migrator
 from daemon.kinds.context import ExportContext
-from daemon.kinds.registry import Kind, KindRegistry, Param
+from daemon.kinds.params import Param
+from daemon.kinds.registry import Kind, KindRegistry
 from daemon.models import NewJob
 from daemon.worker.runtime import ExportRuntime
 

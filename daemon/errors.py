@@ -92,3 +92,20 @@ class QueryFailed(ExportdError):
 
 class PackagingError(ExportdError):
     """A file could not be packaged (not a regular file, vanished, bad name)."""
+
+
+class KindError(ExportdError):
+    """A kind is declared wrongly (bad name, duplicate, no steps)."""
+
+
+class UnknownKind(ExportdError):
+    """No kind has this name."""
+
+
+class ParamError(ExportdError):
+    """A job parameter is missing, unknown or of the wrong type. Names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"params.{field}: {problem}")

@@ -12,7 +12,8 @@ import json
 import os
 
 from daemon.kinds.context import ExportContext
-from daemon.kinds.registry import Kind, Param
+from daemon.kinds.params import Param
+from daemon.kinds.registry import Kind
 
 noop = Kind("noop", title="Does nothing (benchmarks)")
 

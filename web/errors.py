@@ -24,8 +24,9 @@ from daemon.errors import (
     ExportdError,
     IdempotencyConflict,
     JobNotFound,
+    ParamError,
+    UnknownKind,
 )
-from daemon.kinds.registry import ParamError, UnknownKind
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from daemon.kinds.registry import PARAM_TYPES
+from daemon.kinds.params import PARAM_TYPES
 from web.context import api_context
 from web.job_json import ref
 

@@ -27,8 +27,9 @@ from daemon.config import Settings
 from daemon.db import jobs as job_store
 from daemon.db.connect import Connection, aconnect, database_url
 from daemon.db.listen import JobEventListener
+from daemon.errors import ParamError
 from daemon.kinds.catalog import load_kinds
-from daemon.kinds.registry import Kind, KindRegistry, ParamError
+from daemon.kinds.registry import Kind, KindRegistry
 from daemon.models import Job, JobStatus
 from daemon.storage.local import PackageStorage
 

@@ -5,8 +5,10 @@ The decorator API for custom kinds is imported from here:
     from daemon.kinds import ExportContext, Kind, Param
 """
 
+from daemon.errors import ParamError, UnknownKind
 from daemon.kinds.context import ExportContext, JobCancelled, JobInfo
-from daemon.kinds.registry import Kind, KindRegistry, Param, ParamError, Step, UnknownKind
+from daemon.kinds.params import Param
+from daemon.kinds.registry import Kind, KindRegistry, Step
 
 __all__ = [
     "ExportContext",

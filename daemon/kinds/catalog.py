@@ -7,10 +7,10 @@ the file, kind or module (ConfigError / KindError).
 from __future__ import annotations
 
 from daemon.config import Settings
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, KindError
 from daemon.kinds.demo import demo_exports_file
 from daemon.kinds.exports_file import load_exports_file
-from daemon.kinds.registry import KindError, KindRegistry
+from daemon.kinds.registry import KindRegistry
 
 
 def load_kinds(settings: Settings, database_url: str) -> KindRegistry:

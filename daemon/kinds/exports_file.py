@@ -45,9 +45,10 @@ from typing import Any, NoReturn
 
 from daemon.db.copy import FORMATS
 from daemon.db.urls import check_database_url
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, KindError, ParamError
 from daemon.kinds.files import DEFAULT_INCLUDE, FileExport, check_root_template, compile_glob
-from daemon.kinds.registry import Kind, KindError, Param, ParamError
+from daemon.kinds.params import Param
+from daemon.kinds.registry import Kind
 from daemon.kinds.sql import SqlQueryExport
 
 VARIABLE = "EXPORTD_EXPORTS_FILE"

@@ -22,9 +22,9 @@ from procrastinate.job_context import AbortReason
 from daemon.config import Settings
 from daemon.db import jobs as job_store
 from daemon.db.pools import Pool, connection_options, make_pool, pooled
-from daemon.errors import DatabaseUnavailable
+from daemon.errors import DatabaseUnavailable, UnknownKind
 from daemon.kinds.context import ExportContext, JobCancelled, JobInfo, safe_error
-from daemon.kinds.registry import KindRegistry, UnknownKind
+from daemon.kinds.registry import KindRegistry
 from daemon.maintenance import rescue
 from daemon.maintenance.cleanup import Cleanup, CleanupReport
 from daemon.maintenance.schedule import every

@@ -16,8 +16,9 @@ import psycopg
 import pytest
 
 from daemon.actions import ExportRequest, create_export
+from daemon.errors import ParamError
 from daemon.kinds.exports_file import load_exports_file
-from daemon.kinds.registry import KindRegistry, ParamError
+from daemon.kinds.registry import KindRegistry
 from daemon.models import JobStatus
 from daemon.storage.local import PackageStorage
 from tests.helpers import fast_settings, running_worker, wait_for

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from daemon.errors import ParamError
 from daemon.kinds.context import ExportContext, JobInfo
 from daemon.kinds.exports_file import load_exports_file
-from daemon.kinds.registry import INT_PARAM_MAX, INT_PARAM_MIN, Kind, ParamError
+from daemon.kinds.params import INT_PARAM_MAX, INT_PARAM_MIN
+from daemon.kinds.registry import Kind
 from daemon.kinds.sql import SqlExportError
 from daemon.models import JobStatus
 from daemon.worker.pipeline import run_steps

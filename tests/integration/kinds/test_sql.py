@@ -18,9 +18,10 @@ import anyio
 import psycopg
 import pytest
 
+from daemon.errors import ParamError
 from daemon.kinds.context import ExportContext, JobCancelled, JobInfo
 from daemon.kinds.exports_file import load_exports_file
-from daemon.kinds.registry import Kind, ParamError
+from daemon.kinds.registry import Kind
 from daemon.kinds.sql import SqlExportError
 from daemon.models import JobStatus
 from daemon.worker.pipeline import run_steps

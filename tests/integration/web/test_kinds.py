@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from daemon.kinds.registry import Kind, KindRegistry, Param
+from daemon.kinds.params import Param
+from daemon.kinds.registry import Kind, KindRegistry
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.integration.web.test_openapi import check
 from web.openapi import document

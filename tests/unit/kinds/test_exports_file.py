@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, ParamError
 from daemon.kinds.exports_file import FILES_STEP_TITLE, load_exports_file
 from daemon.kinds.files import FileExport
-from daemon.kinds.registry import Kind, Param, ParamError
+from daemon.kinds.params import Param
+from daemon.kinds.registry import Kind
 from daemon.kinds.sql import SqlQueryExport
 
 OWN_DB = "postgresql://exportd@localhost/exportd"

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from daemon.actions import ExportRequest, _check_request
-from daemon.kinds.registry import Param, ParamError
+from daemon.errors import ParamError
+from daemon.kinds.params import Param
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
