@@ -15,8 +15,8 @@ from typing import Any
 from uuid import UUID
 
 from daemon.db import jobs as job_store
-from daemon.errors import ExportdError, IdempotencyConflict
-from daemon.kinds.registry import KindRegistry, ParamError
+from daemon.errors import ExportdError, IdempotencyConflict, ParamError
+from daemon.kinds.registry import KindRegistry
 from daemon.models import ACTIVE_STATUSES, Job, JobStatus, NewJob
 from daemon.tasks import EXPORT_TASK
 
