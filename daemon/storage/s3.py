@@ -22,18 +22,14 @@ or a credential: they end up in a job's `error_message` (`safe_error`).
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import random
 import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from uuid import UUID
 
@@ -41,19 +37,26 @@ import boto3.session
 import botocore.config
 import botocore.exceptions
 
-from daemon.errors import ExportdError
 from daemon.storage import layout
+from daemon.storage.s3_errors import (
+    ObjectMissing,
+    RangeNotSatisfiable,
+    S3RequestFailed,
+    S3Unavailable,
+    UnsafeKey,
+    describe_error,
+    is_transient,
+    translate,
+)
+from daemon.storage.s3_upload import CONTENT_TYPE, PackageUpload
 
 if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client
-    from types_boto3_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
 
 PART_SIZE = 8 * 1024 * 1024  # S3 needs >= 5 MiB for every part but the last
 MIN_PART_SIZE = 5 * 1024 * 1024
-MAX_PARTS = 10_000  # S3's limit: 80 GB packages with 8 MiB parts
-CONTENT_TYPE = "application/gzip"
 READ_CHUNK = 256 * 1024
 _T = TypeVar("_T")
 
@@ -65,79 +68,8 @@ _FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _MAX_KEY_BYTES = 1024
 _RANGE = re.compile(r"bytes=[0-9]*-[0-9]*")  # one range, as S3 serves
 
+
 # Answers a later attempt may not get again (S3's own advice: retry with backoff).
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "InternalError",
-        "ServiceUnavailable",
-        "OperationAborted",
-    }
-)
-# What the owner reads when the store says no: never the key, bucket or endpoint.
-_REFUSALS = {
-    "AccessDenied": "access denied",
-    "403": "access denied",
-    "AllAccessDisabled": "access denied",
-    "AccountProblem": "access denied",
-    "InvalidAccessKeyId": "unknown access key",
-    "SignatureDoesNotMatch": "wrong secret key",
-    "InvalidToken": "invalid credentials",
-    "ExpiredToken": "expired credentials",
-    "NoSuchBucket": "no such bucket",
-}
-
-
-# -- errors --------------------------------------------------------------------
-
-
-class S3Error(ExportdError):
-    """Object storage failed; the message is safe to show a job's owner."""
-
-
-class S3Refused(S3Error):
-    """The store refused the request for good (credentials, permissions, no
-    such bucket): a retry cannot help until the operator changes something."""
-
-    permanent = True
-
-
-class S3Unavailable(S3Error):
-    """The store could not be reached or kept failing (connection errors, 5xx,
-    throttling) after the bounded retries."""
-
-
-class S3RequestFailed(S3Error):
-    """The store rejected one request (an S3 error code we do not retry)."""
-
-    def __init__(self, message: str, *, code: str) -> None:
-        self.code = code
-        super().__init__(message)
-
-
-class ObjectMissing(S3Error):
-    """The object a row names is not in the bucket (expired, swept, deleted)."""
-
-
-class RangeNotSatisfiable(S3Error):
-    """A Range the object cannot satisfy (the store answered 416)."""
-
-
-class UnsafeKey(ExportdError):
-    """An object key (from a row) is not under the configured prefix, or not a
-    key exportd could have written. Mirrors `local.UnsafePath`."""
-
-
-# -- configuration -----------------------------------------------------------------
-
-
 def parse_storage_url(url: str) -> tuple[str, str]:
     """`s3://BUCKET/PREFIX` → (bucket, prefix without slashes at either end).
 
@@ -174,19 +106,6 @@ class PendingUpload(NamedTuple):
     key: str
     upload_id: str
     initiated: datetime
-
-
-@dataclass(frozen=True)
-class UploadedPackage:
-    """A package committed to the bucket."""
-
-    key: str
-    size_bytes: int
-    sha256: str
-    parts: int  # 0: one PUT
-
-
-# -- the storage -------------------------------------------------------------------
 
 
 class S3Storage:
@@ -287,7 +206,7 @@ class S3Storage:
 
     # -- calls, retries, errors ------------------------------------------------------
 
-    def _call(self, operation: str, call: Callable[[], _T]) -> _T:
+    def call(self, operation: str, call: Callable[[], _T]) -> _T:
         """Run one S3 request, retrying transient failures with capped
         exponential backoff and full jitter; translate the rest."""
         for attempt in range(1, self.max_attempts + 1):
@@ -300,7 +219,7 @@ class S3Storage:
                 log.warning(
                     "object storage %s failed (%s), retry %d/%d in %.2f s",
                     operation,
-                    _describe(exc),
+                    describe_error(exc),
                     attempt,
                     self.max_attempts - 1,
                     delay,
@@ -318,7 +237,7 @@ class S3Storage:
         """The object's size in bytes; None when there is no such object."""
         key = self.check_key(key)
         try:
-            head = self._call(
+            head = self.call(
                 "HeadObject", lambda: self.client.head_object(Bucket=self.bucket, Key=key)
             )
         except S3RequestFailed as exc:
@@ -334,7 +253,7 @@ class S3Storage:
         """Delete an object; False when it was already gone."""
         key = self.check_key(key)
         existed = self.size(key) is not None
-        self._call("DeleteObject", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+        self.call("DeleteObject", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
         return existed
 
     def list_keys(self, under: str = "", *, page_size: int = 1000) -> Iterator[StoredObject]:
@@ -353,7 +272,7 @@ class S3Storage:
             }
             if token:
                 kwargs["ContinuationToken"] = token
-            page = self._call("ListObjectsV2", partial(self.client.list_objects_v2, **kwargs))
+            page = self.call("ListObjectsV2", partial(self.client.list_objects_v2, **kwargs))
             for item in page.get("Contents", []):
                 yield StoredObject(item["Key"], int(item["Size"]), item["LastModified"])
             token = page.get("NextContinuationToken")
@@ -367,7 +286,7 @@ class S3Storage:
         markers: dict[str, Any] = {}
         while True:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": head, **markers}
-            page = self._call(
+            page = self.call(
                 "ListMultipartUploads", partial(self.client.list_multipart_uploads, **kwargs)
             )
             for item in page.get("Uploads", []):
@@ -382,7 +301,7 @@ class S3Storage:
     def abort_upload(self, key: str, upload_id: str) -> None:
         key = self.check_key(key)
         try:
-            self._call(
+            self.call(
                 "AbortMultipartUpload",
                 lambda: self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload_id
@@ -421,7 +340,7 @@ class S3Storage:
         if range and _RANGE.fullmatch(range):
             kwargs["Range"] = range
         try:
-            answer = self._call("GetObject", lambda: self.client.get_object(**kwargs))
+            answer = self.call("GetObject", lambda: self.client.get_object(**kwargs))
         except S3RequestFailed as exc:
             if exc.code in ("NoSuchKey", "404", "NotFound"):
                 raise ObjectMissing("the package is not in object storage") from exc
@@ -484,244 +403,3 @@ class ObjectReader:
 
 
 # -- the streaming upload -----------------------------------------------------------
-
-
-class PackageUpload(io.RawIOBase):
-    """A package being written straight to the bucket.
-
-    Bytes are buffered up to one part (8 MiB) and uploaded as a multipart
-    upload part by part: memory stays at about one part whatever the package
-    size. The sha256 and size are computed on the way. A package that never
-    fills a part is sent with one PUT at `commit()` (an empty one too).
-
-    `commit()` completes the upload: only then does the object exist.
-    `abort()` (also on any failure inside `write`/`commit`, on `close()`
-    without commit, and when the `with` block raises) aborts the multipart
-    upload, so an abandoned attempt leaves no object and no pending upload.
-    """
-
-    def __init__(self, storage: S3Storage, key: str) -> None:
-        super().__init__()
-        self.storage = storage
-        self.key = storage.check_key(key)
-        self.part_size = storage.part_size
-        self._digest = hashlib.sha256()
-        self.size_bytes = 0
-        self._buffer = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[CompletedPartTypeDef] = []
-        self._done: UploadedPackage | None = None
-        self._aborted = False
-
-    # -- io.RawIOBase ------------------------------------------------------------
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._check_open()
-        view = memoryview(data).cast("B")
-        length = len(view)
-        self._digest.update(view)
-        self.size_bytes += length
-        self._buffer += view
-        try:
-            while len(self._buffer) >= self.part_size:
-                self._upload_part(bytes(self._buffer[: self.part_size]))
-                del self._buffer[: self.part_size]
-        except BaseException:
-            self.abort()
-            raise
-        return length
-
-    def close(self) -> None:
-        """Closing without `commit()` abandons the upload."""
-        if not self.closed and self._done is None:
-            self.abort()
-        super().close()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None:
-            self.abort()
-        self.close()
-
-    # -- state -------------------------------------------------------------------
-
-    @property
-    def sha256(self) -> str:
-        return self._digest.hexdigest()
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes held in memory, not yet sent (less than one part after each write)."""
-        return len(self._buffer)
-
-    @property
-    def parts_uploaded(self) -> int:
-        return len(self._parts)
-
-    @property
-    def upload_id(self) -> str | None:
-        return self._upload_id
-
-    def _check_open(self) -> None:
-        if self._done is not None or self._aborted or self.closed:
-            raise ValueError("the package upload is finished")
-
-    # -- S3 ----------------------------------------------------------------------
-
-    def _upload_part(self, data: bytes) -> None:
-        storage, client = self.storage, self.storage.client
-        if self._upload_id is None:
-            created = storage._call(
-                "CreateMultipartUpload",
-                lambda: client.create_multipart_upload(
-                    Bucket=storage.bucket, Key=self.key, ContentType=CONTENT_TYPE
-                ),
-            )
-            self._upload_id = created["UploadId"]
-        if len(self._parts) >= MAX_PARTS:
-            raise S3RequestFailed("the package is too large for one upload", code="TooManyParts")
-        number = len(self._parts) + 1
-        upload_id = self._upload_id
-        answer = storage._call(
-            "UploadPart",
-            lambda: client.upload_part(
-                Bucket=storage.bucket,
-                Key=self.key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=data,
-            ),
-        )
-        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-
-    def commit(self) -> UploadedPackage:
-        """Finish the upload; the object exists from here on. Idempotent."""
-        if self._done is not None:
-            return self._done
-        self._check_open()
-        storage, client = self.storage, self.storage.client
-        try:
-            if self._upload_id is None:
-                body = bytes(self._buffer)
-                storage._call(
-                    "PutObject",
-                    lambda: client.put_object(
-                        Bucket=storage.bucket, Key=self.key, Body=body, ContentType=CONTENT_TYPE
-                    ),
-                )
-            else:
-                if self._buffer:  # the last part may be smaller than 5 MiB
-                    self._upload_part(bytes(self._buffer))
-                self._complete()
-        except BaseException:
-            self.abort()
-            raise
-        self._buffer = bytearray()
-        self._done = UploadedPackage(self.key, self.size_bytes, self.sha256, len(self._parts))
-        return self._done
-
-    def _complete(self) -> None:
-        storage, client = self.storage, self.storage.client
-        upload_id = self._upload_id
-        assert upload_id is not None
-        parts = list(self._parts)
-        try:
-            storage._call(
-                "CompleteMultipartUpload",
-                lambda: client.complete_multipart_upload(
-                    Bucket=storage.bucket,
-                    Key=self.key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                ),
-            )
-        except S3RequestFailed as exc:
-            # A retried Complete whose first try did complete (its answer lost):
-            # the upload is gone and the object is there, whole.
-            if exc.code != "NoSuchUpload" or storage.size(self.key) != self.size_bytes:
-                raise
-
-    def abort(self) -> None:
-        """Abandon the upload (no object, no pending parts). Safe to call
-        twice, and a no-op after `commit()`. Never raises: it runs while
-        another error is on its way up; a failure is logged and the pending
-        upload is left to the sweep."""
-        if self._done is not None or self._aborted:
-            return
-        self._aborted = True
-        self._buffer = bytearray()
-        if self._upload_id is None:
-            return
-        try:
-            self.storage.abort_upload(self.key, self._upload_id)
-        except ExportdError as exc:
-            log.warning("could not abort a multipart upload (left to the sweep): %s", exc)
-
-
-# -- classification -------------------------------------------------------------------
-
-
-def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
-    error = exc.response.get("Error", {})
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    return str(error.get("Code") or status or "Unknown"), status
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A failure another attempt may not meet: the connection (refused, reset,
-    timed out), a 5xx, a 429 or S3's throttling and timeout codes."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code, status = _error_code(exc)
-        return code in _TRANSIENT_CODES or status >= 500 or status == 429
-    return isinstance(
-        exc,
-        botocore.exceptions.ConnectionError
-        | botocore.exceptions.HTTPClientError
-        | botocore.exceptions.IncompleteReadError,
-    )
-
-
-def translate(exc: BaseException, operation: str, *, attempts: int = 1) -> S3Error:
-    """The exportd error for a botocore failure, with a message that names no
-    endpoint, bucket, key or credential."""
-    tries = f" after {attempts} attempts" if attempts > 1 else ""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = _error_code(exc)[0]
-        if code in _REFUSALS:
-            return S3Refused(f"object storage refused the request ({_REFUSALS[code]})")
-        if is_transient(exc):
-            return S3Unavailable(f"object storage unavailable ({_safe_code(code)}){tries}")
-        safe = _safe_code(code)
-        return S3RequestFailed(f"object storage {operation} failed ({safe})", code=safe)
-    if isinstance(
-        exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
-    ):
-        return S3Refused("object storage refused the request (no credentials configured)")
-    if is_transient(exc):
-        return S3Unavailable(f"object storage unreachable ({_describe(exc)}){tries}")
-    return S3Error(f"object storage {operation} failed ({type(exc).__name__})")
-
-
-def _safe_code(code: str) -> str:
-    """An S3 error code as echoed back: letters and digits only, bounded."""
-    return re.sub(r"[^A-Za-z0-9]", "", code)[:64] or "Unknown"
-
-
-def _describe(exc: BaseException) -> str:
-    """A word for the log and messages (botocore's own text names the URL)."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return _safe_code(_error_code(exc)[0])
-    if isinstance(
-        exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError
-    ):
-        return "timed out"
-    if isinstance(exc, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError):
-        return "connection failed"
-    return type(exc).__name__

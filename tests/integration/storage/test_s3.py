@@ -19,16 +19,14 @@ import pytest
 
 from daemon.errors import is_permanent
 from daemon.storage import layout
-from daemon.storage.s3 import (
-    PART_SIZE,
+from daemon.storage.s3 import PART_SIZE, S3Storage, parse_storage_url
+from daemon.storage.s3_errors import (
     ObjectMissing,
     RangeNotSatisfiable,
     S3Refused,
-    S3Storage,
     S3Unavailable,
     UnsafeKey,
     is_transient,
-    parse_storage_url,
     translate,
 )
 from tests.s3_server import SeaweedServer, free_ports
