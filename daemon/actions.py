@@ -20,7 +20,8 @@ from daemon.kinds.registry import KindRegistry
 from daemon.models import ACTIVE_STATUSES, Job, JobStatus, NewJob
 from daemon.tasks import EXPORT_TASK
 
-MAX_DELAY_SECONDS = 366 * 24 * 3600
+# One year of 365 days (31 536 000 s), as docs/api.md and the OpenAPI schema say.
+MAX_DELAY_SECONDS = 365 * 24 * 3600
 MAX_ATTEMPTS_LIMIT = 100
 PRIORITY_RANGE = range(-1000, 1001)
 
@@ -88,7 +89,7 @@ def _check_request(request: ExportRequest) -> None:
     ):
         raise RequestError("delay_seconds", "must be a number >= 0")
     if delay > MAX_DELAY_SECONDS:
-        raise RequestError("delay_seconds", "must be at most one year")
+        raise RequestError("delay_seconds", f"must be at most {MAX_DELAY_SECONDS} (365 days)")
     attempts = request.max_attempts
     if attempts is not None and (
         isinstance(attempts, bool)
@@ -175,7 +176,9 @@ async def retry_export(
     conn: job_store.Connection, registry: KindRegistry, job_id: UUID, *, now: datetime | None = None
 ) -> Job:
     """Start a new run; NotRetryable unless failed, rolled back, cancelled, or
-    completed with its package deleted."""
+    completed with its package gone — deleted, found missing by a download,
+    or past its expiry though not deleted yet: whenever the download answers
+    410, a re-export is allowed."""
     current = await job_store.get_job(conn, job_id)
     queue = registry.get(current.kind).queue if current.kind in registry else "exports"
     job = await job_store.retry_job(conn, job_id, queue=queue, task=EXPORT_TASK, now=now)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from daemon import __version__
+from daemon.actions import MAX_DELAY_SECONDS
 from daemon.db.jobs import MAX_PAGE
 from daemon.models import JobStatus
 from web.job_json import schemas as job_schemas
@@ -115,7 +116,7 @@ def _schemas() -> dict[str, Any]:
                     ),
                 },
                 "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
-                "delay_seconds": {"type": "number", "minimum": 0, "maximum": 31_536_000},
+                "delay_seconds": {"type": "number", "minimum": 0, "maximum": MAX_DELAY_SECONDS},
                 "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
             },
         },
@@ -148,6 +149,12 @@ def document() -> dict[str, Any]:
             headers={"Content-Range": {"schema": {"type": "string"}, "example": "bytes */1234"}},
         ),
         **COMMON,
+        "503": _error(
+            "The database or the package storage cannot be reached",
+            "DATABASE_UNAVAILABLE",
+            "STORAGE_UNAVAILABLE",
+            headers=RETRY_AFTER,
+        ),
     }
     download_parameters = [
         JOB_ID,

@@ -10,6 +10,11 @@ read whole into memory, and no private Starlette member used. Around it:
   gets streamed — so a package deleted by expiry after the check is either
   answered 410 (not opened yet) or streamed to the end (already open: on
   POSIX an unlinked file lives on while it is open). Never a 500.
+- whatever is answered 410 can be re-exported at once: a file found missing
+  under a live row is recorded on the row (deleted as of now) before the
+  410, and the retry statement lets go of an expired package the cleanup
+  has not deleted yet (daemon/db/jobs.py). A file that exists but cannot be
+  read, or a storage root that is not there, is a 503, not "gone".
 - a Range header with more than `MAX_RANGES` ranges is ignored and the whole
   file is sent (200), which RFC 9110 allows; parsing stays bounded.
 - an unsatisfiable range is a 416 in exportd's JSON error shape with
@@ -99,10 +104,13 @@ def package_headers(job: Job, size: int) -> dict[str, str]:
     }
 
 
-def gone(job: Job) -> ApiError:
-    expired = job.package_expires_at
-    if job.package_deleted_at is not None and (expired is None or job.package_deleted_at < expired):
-        expired = job.package_deleted_at
+def gone(job: Job, now: datetime) -> ApiError:
+    """410 PACKAGE_EXPIRED. `expired_at` is when the package stopped being
+    downloadable — its expiry, or its deletion if that came first (a file
+    found missing is deleted as of that moment) — and never in the future.
+    A job answered 410 can always be re-exported at once (POST …/retry)."""
+    moments = [t for t in (job.package_expires_at, job.package_deleted_at) if t is not None]
+    expired = min([*moments, now])
     return ApiError(
         410, "PACKAGE_EXPIRED", "the package has expired and was deleted", expired_at=iso(expired)
     )
@@ -114,39 +122,76 @@ def downloadable(job: Job, now: datetime) -> None:
         raise ApiError(404, "PACKAGE_NOT_READY", f"the export is {job.status.value}, not completed")
     expired = job.package_expires_at is not None and job.package_expires_at <= now
     if job.package_path is None or job.package_deleted_at is not None or expired:
-        raise gone(job)
+        raise gone(job, now)
+
+
+class PackageMissing(Exception):
+    """No usable package file where the row says: gone (restored from a
+    backup without it, removed by hand), or something that is not ours to
+    serve (a path leaving the root, a symlink, a directory)."""
+
+
+def storage_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "STORAGE_UNAVAILABLE",
+        "the package storage cannot be read right now; try again later",
+        headers={"Retry-After": "30"},
+    )
 
 
 def open_package(ctx: ApiContext, job: Job) -> tuple[BinaryIO, os.stat_result]:
     """Open the job's package read-only, confined to the storage root.
 
     A row whose path would leave the root, a symlink, a directory or a file
-    that is already gone are all "no package here": 410, and the file system
-    layout is never revealed.
+    that is not there raise PackageMissing (the caller records it and answers
+    410), and the file system layout is never revealed. A file that exists
+    but cannot be read (permissions, I/O error), or a storage root that is
+    not there at all (an unmounted volume), is not "gone": 503, and the row
+    is left alone — marking every package deleted because the volume is
+    missing or the process runs as the wrong user would lose them all.
     """
     assert job.package_path is not None
+    extra = {"job_id": str(job.job_id), "action": "download"}
     try:
         path = ctx.storage.resolve(job.package_path)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except UnsafePath:
-        log.warning(
-            "refusing an unsafe package path",
-            extra={"job_id": str(job.job_id), "action": "download"},
-        )
-        raise gone(job) from None
+        log.warning("refusing an unsafe package path", extra=extra)
+        raise PackageMissing from None
     except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
-            log.warning(
-                "cannot open package: %s",
-                exc.strerror,
-                extra={"job_id": str(job.job_id), "action": "download"},
-            )
-        raise gone(job) from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not ctx.storage.root.is_dir():
+            log.warning("the storage root is not there (unmounted?)", extra=extra)
+            raise storage_unavailable() from None
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
+            raise PackageMissing from None
+        log.warning("cannot open package: %s", exc.strerror, extra=extra)
+        raise storage_unavailable() from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise gone(job)
+        raise PackageMissing
     return os.fdopen(fd, "rb"), info
+
+
+async def record_missing(ctx: ApiContext, job: Job, now: datetime) -> ApiError:
+    """The 410 for a package whose file is not there, after recording that on
+    its row (package_path NULL, package_deleted_at = now), so the row tells
+    the truth and a re-export is allowed at once."""
+    assert job.package_path is not None
+    async with ctx.connection() as conn:
+        marked = await job_store.mark_package_missing(
+            conn, job.job_id, package_path=job.package_path, now=now
+        )
+        if marked is None:  # the row changed meanwhile (expired, re-exported)
+            latest = await job_store.get_job(conn, job.job_id)
+            downloadable(latest, now)
+            return gone(latest, now)
+    log.warning(
+        "package file missing from storage; recorded as deleted",
+        extra={"job_id": str(job.job_id), "action": "download"},
+    )
+    return gone(marked, now)
 
 
 class DownloadTracker:
@@ -409,8 +454,12 @@ async def download(request: Request) -> Response:
     async with ctx.connection() as conn:
         job = await job_store.get_job(conn, job_id)
     check_visible(job, principal, code="DOWNLOAD_UNAUTHORIZED")
-    downloadable(job, datetime.now(UTC))
-    file, info = await anyio.to_thread.run_sync(open_package, ctx, job)
+    now = datetime.now(UTC)
+    downloadable(job, now)
+    try:
+        file, info = await anyio.to_thread.run_sync(open_package, ctx, job)
+    except PackageMissing:
+        raise await record_missing(ctx, job, now) from None
     tracker = DownloadTracker(ctx, job, principal)
     if ctx.settings.accel_redirect is not None:
         file.close()

@@ -56,6 +56,7 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
         str(report.queue_rows_pruned),
     )
     table.add_row("orphan files", str(report.orphans_removed))
+    table.add_row("download rows left open > 24 h (closed)", str(report.downloads_closed))
     table.add_row("bytes", f"{report.bytes_freed:,}")
     console.print(table)
     if report.planned:

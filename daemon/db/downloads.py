@@ -93,6 +93,34 @@ async def finish_download(
     )
 
 
+async def close_stale_downloads(
+    conn: Connection,
+    *,
+    max_open_seconds: float,
+    limit: int,
+    now: datetime | None = None,
+) -> int:
+    """Close the next batch of rows open longer than `max_open_seconds` (their
+    web process died mid-response) as not completed; how many. One statement:
+    on an autocommit connection, its own transaction."""
+    cur = await conn.execute(
+        Q["close_stale_downloads"],
+        {"max_open_seconds": max_open_seconds, "limit": limit, "now": now},
+    )
+    return cur.rowcount
+
+
+async def count_stale_downloads(
+    conn: Connection, *, max_open_seconds: float, now: datetime | None = None
+) -> int:
+    """How many rows `close_stale_downloads` would close (the dry run)."""
+    cur = await conn.execute(
+        Q["count_stale_downloads"], {"max_open_seconds": max_open_seconds, "now": now}
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def downloads_of_job(conn: Connection, job_id: UUID) -> list[Download]:
     async with conn.cursor(row_factory=class_row(Download)) as cur:
         await cur.execute(Q["downloads_of_job"], {"job_id": job_id})

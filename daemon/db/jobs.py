@@ -119,9 +119,32 @@ async def create_job(
 async def retry_job(
     conn: Connection, job_id: UUID, *, queue: str, task: str, now: datetime | None = None
 ) -> Job | None:
-    """Start a new run of a finished job; None when the job is not retryable now."""
+    """Start a new run of a finished job; None when the job is not retryable now.
+
+    A completed job is retryable once its package is gone, which is exactly
+    when a download answers 410: deleted, found missing, or past its expiry
+    though the cleanup has not deleted it yet. In that last case the row
+    first lets go of the file (release_gone_package), in the same
+    transaction as the new run, so the state machine sees no package.
+    """
+    async with conn.transaction():
+        await conn.execute(Q["release_gone_package"], {"job_id": job_id, "now": now})
+        return await _fetch_one(
+            conn, Q["retry_job"], {"job_id": job_id, "queue": queue, "task": task, "now": now}
+        )
+
+
+async def mark_package_missing(
+    conn: Connection, job_id: UUID, *, package_path: str, now: datetime | None = None
+) -> Job | None:
+    """Record that the job's package file is not in storage (the download
+    found it missing): the row no longer points at `package_path` and
+    `package_deleted_at` says since when. None when the row no longer points
+    there (expired, re-exported meanwhile)."""
     return await _fetch_one(
-        conn, Q["retry_job"], {"job_id": job_id, "queue": queue, "task": task, "now": now}
+        conn,
+        Q["mark_package_missing"],
+        {"job_id": job_id, "package_path": package_path, "now": now},
     )
 
 

@@ -5,7 +5,8 @@ and by `exportd cleanup`.
 This module runs the tasks in order and accounts for them (the report, the
 totals behind the `exportd_cleanup_*` counters, the dry-run plan); each task
 is a module of its own:
-`expire` (packages), `prune` (rows), `sweep` (orphan files). Every database
+`expire` (packages), `prune` (rows), `sweep` (orphan files), `downloads`
+(download rows a dead web process left open). Every database
 step works in batches of `batch_size` rows, one statement and one transaction
 per batch, skipping rows another cleanup holds, so a backlog of a million
 rows neither holds locks for long nor loads them into memory, and two
@@ -26,6 +27,7 @@ from daemon.db import jobs as job_store
 from daemon.db import maintenance
 from daemon.db.connect import Connection
 from daemon.db.metrics import CLEANUP_TOTALS, add_cleanup_totals
+from daemon.maintenance import downloads as open_downloads
 from daemon.maintenance import expire, prune, sweep
 from daemon.storage.local import PackageStorage
 
@@ -44,6 +46,7 @@ class CleanupReport:
     jobs_pruned: int = 0
     queue_rows_pruned: int = 0
     orphans_removed: int = 0
+    downloads_closed: int = 0  # rows left open by a dead web process
     failures: int = 0
     batches: int = 0
     seconds: float = 0.0
@@ -56,7 +59,8 @@ class CleanupReport:
         return (
             f"cleanup {verb}: {self.packages_deleted} expired packages, "
             f"{self.jobs_pruned} job rows, {self.queue_rows_pruned} queue rows, "
-            f"{self.orphans_removed} orphans; {self.bytes_freed} bytes; "
+            f"{self.orphans_removed} orphans, {self.downloads_closed} stale downloads closed; "
+            f"{self.bytes_freed} bytes; "
             f"{self.failures} failures; {self.batches} batches in {self.seconds:.2f} s"
         )
 
@@ -135,6 +139,9 @@ class Cleanup:
             max_batches=max_batches,
         )
         await self.sweep_orphans(conn, report, now=now)
+        await open_downloads.close_stale_downloads(
+            conn, report, batch_size=self.batch_size, now=now, max_batches=max_batches
+        )
 
     async def expire_packages(
         self,
@@ -185,6 +192,7 @@ class Cleanup:
         report.orphans_removed = len(orphans)
         report.bytes_freed += sum(o.size for o in orphans)
         report.planned.extend(("remove orphan", o.relative) for o in orphans[:DRY_RUN_LIST])
+        report.downloads_closed = await open_downloads.count_stale_downloads(conn, now=now)
 
     @staticmethod
     async def _count(conn: Connection, report: CleanupReport) -> None:

@@ -15,6 +15,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
+# Modes of the directories storage creates, whatever the umask: packages
+# readable by the group (nginx's worker user with EXPORTD_ACCEL_REDIRECT, see
+# docs/operations.md), nobody else; a running step's work directory private.
+DIR_MODE = 0o750
+WORK_DIR_MODE = 0o700
+
 TMP_DIR = ".tmp"
 WORK_DIR = ".work"
 # The scratch directories: not package folders, never removed when empty.

@@ -32,6 +32,32 @@ class UnsafePath(ExportdError):
     """A stored path would leave the storage root."""
 
 
+def make_dirs(path: Path, mode: int = layout.DIR_MODE) -> None:
+    """`mkdir -p path`, every directory it creates getting exactly `mode`.
+
+    `os.mkdir`'s mode is masked by the process umask, and `Path.mkdir(parents=
+    True)` gives the parents it creates the default mode: under umask 022 a
+    shard directory came out 0755, not the documented 0750. So each directory
+    created here is chmod-ed to `mode` right after; directories that already
+    existed (an operator's storage root) are left as they are.
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=mode)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # created meanwhile by another attempt: theirs to set
+        os.chmod(directory, mode)
+
+
 @dataclass(frozen=True)
 class Attempt:
     """Identifies one attempt of one run of a job (names its files)."""
@@ -53,7 +79,7 @@ class PackageStorage:
 
     def ensure(self) -> None:
         for sub in ("", TMP_DIR, WORK_DIR):
-            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o750)
+            make_dirs(self.root / sub)
 
     # -- paths ---------------------------------------------------------------
 
@@ -83,7 +109,9 @@ class PackageStorage:
 
     def make_work_dir(self, attempt: Attempt) -> Path:
         path = self.root / layout.work_dir_path(attempt.label, secrets.token_hex(4))
-        path.mkdir(parents=True, mode=0o700)
+        make_dirs(path.parent)
+        path.mkdir(mode=layout.WORK_DIR_MODE)
+        os.chmod(path, layout.WORK_DIR_MODE)
         return path
 
     def remove_tree(self, path: Path) -> None:
@@ -93,7 +121,7 @@ class PackageStorage:
     # -- packages ------------------------------------------------------------
 
     def temp_package_path(self, attempt: Attempt) -> Path:
-        (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True, mode=0o750)
+        make_dirs(self.root / TMP_DIR)
         return self.root / layout.temp_package_path(attempt.label, secrets.token_hex(4))
 
     def final_path(self, attempt: Attempt) -> str:
@@ -110,7 +138,7 @@ class PackageStorage:
     def publish(self, temp: Path, relative: str) -> Path:
         """Atomically move a finished temp file to its final relative path."""
         target = self.resolve(relative)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        make_dirs(target.parent)
         os.replace(temp, target)
         return target
 

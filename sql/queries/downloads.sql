@@ -35,6 +35,37 @@ UPDATE exportd.jobs AS j
   FROM finished
  WHERE j.job_id = finished.job_id AND finished.completed
 
+-- name: close_stale_downloads
+-- Closes the next batch of download rows left open longer than
+-- %(max_open_seconds)s: the web process that served them died (SIGKILL, OOM,
+-- host loss) before its response ended, so nothing else ever will. They end
+-- as not completed, bytes_sent unchanged, and count nothing on the job. A
+-- response still streaming after that long is closed too; when it does end,
+-- finish_download writes its real figures over these (and counts it then).
+-- The partial index of migration 0006 finds the open rows without a scan.
+WITH stale AS (
+    SELECT download_id
+      FROM exportd.downloads
+     WHERE finished_at IS NULL
+       AND started_at < coalesce(%(now)s::timestamptz, now())
+                        - make_interval(secs => %(max_open_seconds)s)
+     ORDER BY started_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE exportd.downloads AS d
+   SET finished_at = coalesce(%(now)s::timestamptz, now()),
+       completed = false
+  FROM stale
+ WHERE d.download_id = stale.download_id
+
+-- name: count_stale_downloads
+SELECT count(*)
+  FROM exportd.downloads
+ WHERE finished_at IS NULL
+   AND started_at < coalesce(%(now)s::timestamptz, now())
+                    - make_interval(secs => %(max_open_seconds)s)
+
 -- name: downloads_of_job
 SELECT download_id, job_id, subject, range_header, status_code, bytes_sent,
        started_at, finished_at, completed

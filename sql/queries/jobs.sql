@@ -30,9 +30,41 @@ SELECT new.job_id, %(kind)s::text, %(owner_id)s::text, %(params)s::jsonb,
   FROM new, queued
 RETURNING *
 
+-- name: release_gone_package
+-- Before a re-export (same transaction as retry_job): a completed job whose
+-- package the download already refuses as gone — past package_expires_at
+-- while the cleanup has not deleted it yet, or marked deleted — but whose row
+-- still points at a file lets go of it, as the expiry would: package_path
+-- NULL, package_deleted_at set. The file, referenced by no row, is removed by
+-- the orphan sweep once the new run has ended. A live package is untouched.
+UPDATE exportd.jobs
+   SET package_path = NULL,
+       package_deleted_at = coalesce(package_deleted_at, %(now)s::timestamptz, now())
+ WHERE job_id = %(job_id)s
+   AND status = 'completed'
+   AND package_path IS NOT NULL
+   AND (package_deleted_at IS NOT NULL
+        OR package_expires_at <= coalesce(%(now)s::timestamptz, now()))
+
+-- name: mark_package_missing
+-- A download found no usable file where the row says the package is
+-- (restored from a backup without it, removed by hand): the row stops
+-- pointing at it and records when it was found missing, so the API's 410
+-- tells the truth and the job can be re-exported at once. Guarded by the
+-- path the download tried: a package published meanwhile is never touched.
+UPDATE exportd.jobs
+   SET package_path = NULL,
+       package_deleted_at = coalesce(package_deleted_at, %(now)s::timestamptz, now())
+ WHERE job_id = %(job_id)s
+   AND status = 'completed'
+   AND package_path = %(package_path)s
+RETURNING *
+
 -- name: retry_job
 -- A new run of a finished job: allowed from failed, rolled_back, cancelled,
--- and from completed once its package is gone. The row lock makes concurrent
+-- and from completed once its package is gone (package_path NULL: deleted by
+-- the expiry, released by release_gone_package just before, or found
+-- missing by a download — the state machine trigger asks the same). The row lock makes concurrent
 -- retries produce exactly one new run (the others see 'pending' and match
 -- nothing). Attempts restart at 0; a new queue entry is deferred.
 WITH target AS (

@@ -18,6 +18,7 @@ import pytest
 
 from daemon.actions import cancel_export, retry_export
 from daemon.config import Settings
+from daemon.db import downloads
 from daemon.maintenance.cleanup import Cleanup, CleanupReport
 from daemon.maintenance.schedule import every
 from daemon.models import JobStatus
@@ -445,9 +446,10 @@ async def test_hundred_thousand_expired_in_bounded_batches(aconn: AConn, tmp_pat
     writes = await next_xid(aconn) - before
     print(f"expired 100000 packages in {seconds:.1f} s ({report.batches} batches)")
     assert report.packages_deleted == 100_000 and await live_packages(aconn) == 0
-    # 200 full batches and the empty one that ends expiry; one each for queue
-    # pruning; every batch its own transaction, each at most 500 rows.
-    assert report.batches == 200 + 1 + 1
+    # 200 full batches and the empty one that ends expiry; one for queue
+    # pruning, one for open download rows; every batch its own transaction,
+    # each at most 500 rows.
+    assert report.batches == 200 + 1 + 1 + 1
     assert writes <= report.batches + 1
 
 
@@ -533,3 +535,69 @@ async def test_work_of_a_failed_job_is_swept_unless_it_still_rolls_back(
     assert report.orphans_removed == 1
     assert not (work / f"{settled}-r1-a1-0000").exists()
     assert (work / f"{rolling_back}-r1-a1-0000").exists()
+
+
+# -- download rows left open ------------------------------------------------------------
+
+
+async def test_download_rows_left_open_by_a_dead_web_process_are_closed(
+    aconn: AConn, tmp_path: Path
+) -> None:
+    """A SIGKILLed web process never closes its download rows (finished_at NULL
+    for ever): the cleanup closes those open longer than a day, as not
+    completed, counting nothing on the job."""
+    settings = settings_for(tmp_path)
+    job, _ = await completed_job(aconn, settings)
+    t0 = datetime.now(UTC)
+
+    async def start(at: datetime) -> int:
+        return await downloads.start_download(
+            aconn, job.job_id, subject="alice", range_header=None, status_code=200, now=at
+        )
+
+    stale = await start(t0)
+    recent = await start(t0 + 2 * HOUR)  # open 23 h at the cleanup below: in flight
+    finished = await start(t0)
+    await downloads.finish_download(aconn, finished, bytes_sent=10, completed=False, now=t0)
+    now = t0 + DAY + HOUR
+
+    plan = await cleanup(aconn, settings, now=now, dry_run=True)
+    assert plan.downloads_closed == 1
+    assert {
+        r.download_id
+        for r in await downloads.downloads_of_job(aconn, job.job_id)
+        if r.finished_at is None
+    } == {stale, recent}
+
+    report = await cleanup(aconn, settings, now=now)
+    assert report.downloads_closed == 1 and report.failures == 0
+    rows = {r.download_id: r for r in await downloads.downloads_of_job(aconn, job.job_id)}
+    assert (rows[stale].finished_at, rows[stale].completed, rows[stale].bytes_sent) == (
+        now,
+        False,
+        0,
+    )
+    assert rows[recent].finished_at is None
+    assert rows[finished].finished_at == t0 and rows[finished].bytes_sent == 10
+    assert await row(aconn, job.job_id, "download_count") == (0,)
+    # Nothing left to close: the next run closes nothing.
+    assert (await cleanup(aconn, settings, now=now)).downloads_closed == 0
+
+
+async def test_a_response_closed_by_the_cleanup_still_records_its_real_end(
+    aconn: AConn, tmp_path: Path
+) -> None:
+    """A response that really streamed for more than a day is closed by the
+    cleanup; when it ends, its own figures replace the cleanup's."""
+    settings = settings_for(tmp_path)
+    job, data = await completed_job(aconn, settings)
+    t0 = datetime.now(UTC)
+    download = await downloads.start_download(
+        aconn, job.job_id, subject="alice", range_header=None, status_code=200, now=t0
+    )
+    assert (await cleanup(aconn, settings, now=t0 + 2 * DAY)).downloads_closed == 1
+    end = t0 + 2 * DAY + HOUR
+    await downloads.finish_download(aconn, download, bytes_sent=len(data), completed=True, now=end)
+    (only,) = await downloads.downloads_of_job(aconn, job.job_id)
+    assert (only.finished_at, only.completed, only.bytes_sent) == (end, True, len(data))
+    assert await row(aconn, job.job_id, "download_count") == (1,)

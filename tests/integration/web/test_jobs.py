@@ -121,6 +121,31 @@ async def test_invalid_bodies_are_400_and_write_nothing(
     assert await counts(aconn) == (0, 0)
 
 
+# One year of 365 days: what the code accepts, what GET /openapi.json and
+# docs/api.md say (a leap year's 31 622 400 was accepted while they said 31 536 000).
+MAX_DELAY = 31_536_000
+
+
+@pytest.mark.parametrize(
+    ("delay", "status"),
+    [(MAX_DELAY, 202), (MAX_DELAY + 0.5, 400), (MAX_DELAY + 1, 400), (31_622_400, 400)],
+)
+async def test_delay_seconds_bound_is_365_days_as_documented(
+    aconn: AConn, db_url: str, tmp_path: Path, delay: float, status: int
+) -> None:
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        response = await make(client, {"kind": "noop", "delay_seconds": delay})
+        schema = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert response.json()["field"] == "delay_seconds"
+        assert "31536000" in response.json()["message"]
+        assert await counts(aconn) == (0, 0)
+    assert schema["CreateJob"]["properties"]["delay_seconds"]["maximum"] == MAX_DELAY
+    docs = (Path(__file__).parents[3] / "docs" / "api.md").read_text()
+    assert "| `delay_seconds` | number 0…31 536 000 (365 days)" in docs
+
+
 @pytest.mark.parametrize(
     "raw", [b"{", b"[1, 2]", b"\xff\xfe", b'"just a string"', b"[" * 5000 + b"]" * 5000]
 )

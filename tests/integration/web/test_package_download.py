@@ -3,7 +3,10 @@
 Packages here are real files in a real storage root, registered on a real
 job row (the worker's own packaging is covered end to end in
 tests/e2e/test_download_http.py); every status code, header and Range case
-of DESIGN §6, and the downloads tracking.
+of DESIGN §6, and the downloads tracking. Then packages that are gone:
+whatever the download answers 410 must be re-exportable at once with
+POST …/retry, and its `expired_at` is never in the future; and how packages
+are laid out on disk.
 """
 
 from __future__ import annotations
@@ -12,16 +15,25 @@ import asyncio
 import hashlib
 import os
 import re
+import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx
 import psycopg
 import pytest
 
+from daemon.config import Settings
 from daemon.db import downloads
-from daemon.models import JobStatus
+from daemon.db import jobs as job_store
+from daemon.maintenance.cleanup import Cleanup
+from daemon.models import Job, JobStatus
 from daemon.storage.local import PackageStorage
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.helpers import completed_job, create, running_worker, wait_for
@@ -35,8 +47,8 @@ ADMIN = bearer("root", admin=True)
 SIZE = 300_000
 
 
-def url(job_id: UUID | str) -> str:
-    return f"/api/v1/jobs/{job_id}/download"
+def url(job_id: UUID | str, action: str = "download") -> str:
+    return f"/api/v1/jobs/{job_id}/{action}"
 
 
 async def job_row(conn: AConn, job_id: UUID) -> tuple[int, datetime | None]:
@@ -412,3 +424,165 @@ async def test_worker_package_downloads_with_matching_sha(
     assert again["package"]["download_count"] == 1
     assert again["package"]["last_downloaded_at"] is not None
     assert PackageStorage(settings.storage_dir).root == settings.storage_dir.resolve()
+
+
+# -- packages that are gone, and their directories ------------------------------
+
+
+async def reexport_and_download(
+    aconn: AConn, client: httpx.AsyncClient, settings: Settings, db_url: str, job_id: UUID
+) -> bytes:
+    """POST …/retry is accepted, the job runs again, its new package downloads."""
+    retried = await client.post(url(job_id, "retry"), headers=ALICE)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["data"]["status"] == "pending"
+    async with running_worker(settings, db_url):
+        done = await wait_for(aconn, job_id)
+    assert done.status is JobStatus.COMPLETED and done.run == 2
+    assert done.package_path is not None and done.package_deleted_at is None
+    response = await client.get(url(job_id), headers=ALICE)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def package_path(job: Job) -> str:
+    assert job.package_path is not None
+    return job.package_path
+
+
+def expired_at(response: httpx.Response) -> datetime:
+    assert response.status_code == 410, response.text
+    body = response.json()
+    assert body["code"] == "PACKAGE_EXPIRED"
+    return datetime.fromisoformat(body["expired_at"])
+
+
+async def test_expired_but_not_yet_swept_is_410_and_reexportable(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    """Past package_expires_at, before the cleanup tick: the download says
+    410, so the retry must not say 409 "package still exists"."""
+    settings = api_settings(tmp_path)
+    job, _ = await completed_job(aconn, settings, expires_in=timedelta(minutes=-1))
+    old_path = package_path(await job_store.get_job(aconn, job.job_id))
+    async with api_client(settings, db_url) as client:
+        gone = await client.get(url(job.job_id), headers=ALICE)
+        assert expired_at(gone) <= datetime.now(UTC)
+        package = await reexport_and_download(aconn, client, settings, db_url, job.job_id)
+    assert package[:2] == b"\x1f\x8b"  # a gzip stream: the new run's package
+    # The row let go of the old file; the orphan sweep removes it, not the new one.
+    latest = await job_store.get_job(aconn, job.job_id)
+    new_path = package_path(latest)
+    assert new_path != old_path and (settings.storage_dir / old_path).exists()
+    swept = await Cleanup(
+        replace(settings, orphan_grace_seconds=0), PackageStorage(settings.storage_dir)
+    ).run(aconn, now=datetime.now(UTC) + timedelta(seconds=5))
+    assert swept.orphans_removed == 1
+    assert not (settings.storage_dir / old_path).exists()
+    assert (settings.storage_dir / new_path).exists()
+
+
+@pytest.mark.parametrize("how", ["file removed", "directory in its place"])
+async def test_package_missing_from_disk_is_410_now_and_reexportable(
+    aconn: AConn, db_url: str, tmp_path: Path, how: str
+) -> None:
+    """A live row whose file is not there (restored from a backup without
+    it): 410 with an `expired_at` that is not in the future (the moment it
+    was found missing, not the expiry 30 days ahead), recorded on the row,
+    and a retry is accepted."""
+    settings = api_settings(tmp_path)
+    job, _ = await completed_job(aconn, settings)
+    path = settings.storage_dir / package_path(await job_store.get_job(aconn, job.job_id))
+    path.unlink()
+    if how == "directory in its place":
+        path.mkdir()
+    async with api_client(settings, db_url) as client:
+        before = datetime.now(UTC)
+        gone = await client.get(url(job.job_id), headers=ALICE)
+        after = datetime.now(UTC)
+        when = expired_at(gone)
+        assert before <= when <= after
+        row = await job_store.get_job(aconn, job.job_id)
+        assert row.status is JobStatus.COMPLETED
+        assert row.package_path is None and row.package_deleted_at == when
+        view = (await client.get(f"/api/v1/jobs/{job.job_id}", headers=ALICE)).json()["data"]
+        assert view["package"]["deleted_at"] is not None
+        again = await client.get(url(job.job_id), headers=ALICE)
+        assert expired_at(again) == when
+        await reexport_and_download(aconn, client, settings, db_url, job.job_id)
+
+
+async def test_a_missing_storage_root_is_503_and_leaves_the_row(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    """The whole storage directory absent (an unmounted volume) is not one
+    package gone: 503, and the row keeps its path for when it is back."""
+    settings = api_settings(tmp_path)
+    job, data = await completed_job(aconn, settings)
+    moved = tmp_path / "unmounted"
+    settings.storage_dir.rename(moved)
+    async with api_client(settings, db_url) as client:
+        response = await client.get(url(job.job_id), headers=ALICE)
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "STORAGE_UNAVAILABLE"
+        assert str(tmp_path) not in response.text
+        assert (await job_store.get_job(aconn, job.job_id)).package_path is not None
+        moved.rename(settings.storage_dir)
+        back = await client.get(url(job.job_id), headers=ALICE)
+    assert back.status_code == 200 and back.content == data
+
+
+async def test_a_live_package_is_still_not_retryable(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    settings = api_settings(tmp_path)
+    job, _ = await completed_job(aconn, settings)
+    async with api_client(settings, db_url) as client:
+        refused = await client.post(url(job.job_id, "retry"), headers=ALICE)
+        assert refused.status_code == 409 and refused.json()["code"] == "JOB_NOT_RETRYABLE"
+        assert (await client.get(url(job.job_id), headers=ALICE)).status_code == 200
+    assert (await job_store.get_job(aconn, job.job_id)).package_deleted_at is None
+
+
+# -- directory modes --------------------------------------------------------------------
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o000], ids=["umask022", "umask077", "umask000"])
+async def test_package_directories_are_0750_whatever_the_umask(
+    aconn: AConn, db_url: str, tmp_path: Path, mask: int
+) -> None:
+    """docs/operations.md: directories are created mode 0750 (nginx's group
+    reads them, nobody else). `mkdir -p` semantics gave the shard directory
+    0755 under umask 022."""
+    settings = api_settings(tmp_path)
+    shutil.rmtree(settings.storage_dir, ignore_errors=True)
+    with umask(mask):
+        job = await create(aconn, "blob", {"size": 1000})
+        async with running_worker(settings, db_url):
+            done = await wait_for(aconn, job.job_id)
+    assert done.status is JobStatus.COMPLETED
+    relative = package_path(done)
+    job_dir = (settings.storage_dir / relative).parent
+    shard_dir = job_dir.parent
+    assert shard_dir.parent == settings.storage_dir
+    modes = {
+        name: stat.S_IMODE(os.stat(path).st_mode)
+        for name, path in {
+            "root": settings.storage_dir,
+            "shard": shard_dir,
+            "job": job_dir,
+            ".tmp": settings.storage_dir / ".tmp",
+        }.items()
+    }
+    assert modes == {"root": 0o750, "shard": 0o750, "job": 0o750, ".tmp": 0o750}
+    async with api_client(settings, db_url) as client:
+        assert (await client.get(url(job.job_id), headers=ALICE)).status_code == 200
