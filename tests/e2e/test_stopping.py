@@ -131,6 +131,30 @@ def exportd(*args: str, env: dict[str, str], cwd: Path) -> Iterator[subprocess.P
                 proc.kill()
 
 
+def run_with_port_taken(
+    args: list[str], env: dict[str, str], cwd: Path, *, port_variable: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run `exportd ARGS` while another program holds its port: one line naming
+    the port, exit 1, within STOP_SECONDS. `{port}` in ARGS is the port."""
+    with held_port() as port:
+        extra = {"EXPORTD_PORT": str(port)} if port_variable else {}
+        started = time.monotonic()
+        result = subprocess.run(
+            [EXPORTD, *(a.replace("{port}", str(port)) for a in args)],
+            env={**env, **extra},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        elapsed = time.monotonic() - started
+    assert result.stderr == f"exportd: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    assert result.returncode == 1
+    assert elapsed < STOP_SECONDS
+    return result
+
+
 @pytest.mark.parametrize("data_dir", ["new", "existing"])
 def test_up_with_its_port_taken_is_one_line_and_leaves_nothing(
     tmp_path: Path, data_dir: str
@@ -142,22 +166,8 @@ def test_up_with_its_port_taken_is_one_line_and_leaves_nothing(
             [EXPORTD, "migrate"], env=env, capture_output=True, text=True, timeout=120, check=False
         )
         assert made.returncode == 0, made.stderr
-    with held_port() as port:
-        started = time.monotonic()
-        result = subprocess.run(
-            [EXPORTD, "up"],
-            env={**env, "EXPORTD_PORT": str(port)},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        elapsed = time.monotonic() - started
-    assert result.stderr == f"exportd: cannot listen on 127.0.0.1:{port}: address already in use\n"
-    assert result.returncode == 1
+    result = run_with_port_taken(["up"], env, tmp_path, port_variable=True)
     assert result.stdout == ""
-    assert elapsed < STOP_SECONDS
     assert_nothing_left(data / "pg", [])
     if data_dir == "new":
         assert not data.exists()  # nothing was created either
@@ -165,20 +175,7 @@ def test_up_with_its_port_taken_is_one_line_and_leaves_nothing(
 
 def test_web_with_its_port_taken_is_one_line(db_url: str, tmp_path: Path) -> None:
     env = worker_env(db_url, tmp_path / "packages", EXPORTD_JWT_SECRET=SECRET)
-    with held_port() as port:
-        started = time.monotonic()
-        result = subprocess.run(
-            [EXPORTD, "web", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        elapsed = time.monotonic() - started
-    assert result.stderr == f"exportd: cannot listen on 127.0.0.1:{port}: address already in use\n"
-    assert result.returncode == 1
-    assert elapsed < STOP_SECONDS
+    run_with_port_taken(["web", "--host", "127.0.0.1", "--port", "{port}"], env, tmp_path)
 
 
 # -- signals at every moment of `exportd up` -----------------------------------
