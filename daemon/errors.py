@@ -99,7 +99,10 @@ class KindError(ExportdError):
 
 
 class UnknownKind(ExportdError):
-    """No kind has this name."""
+    """No kind has this name. Permanent: a worker that does not know the kind
+    of a job will not know it on the next attempt either."""
+
+    permanent = True
 
 
 class ParamError(ExportdError):

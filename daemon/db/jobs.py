@@ -167,12 +167,6 @@ async def get_job(conn: Connection, job_id: UUID) -> Job:
     return job
 
 
-async def find_by_idempotency_key(conn: Connection, owner_id: str, key: str) -> Job | None:
-    return await _fetch_one(
-        conn, Q["get_job_by_idempotency_key"], {"owner_id": owner_id, "idempotency_key": key}
-    )
-
-
 @dataclass(frozen=True)
 class StoredRequest:
     """The job an idempotency key created, and the hash of the request that

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from daemon.db import downloads
 from daemon.db.connect import Connection
+from daemon.maintenance.prune import in_batches
 
 if TYPE_CHECKING:
     # Only for annotations: cleanup.py imports this module to run it.
@@ -40,16 +41,13 @@ async def close_stale_downloads(
 ) -> None:
     """Close open rows older than MAX_OPEN, batch after batch until one comes
     back short (or after `max_batches`), counting them in the report."""
-    done = 0
-    while max_batches is None or done < max_batches:
-        closed = await downloads.close_stale_downloads(
+
+    async def batch() -> int:
+        return await downloads.close_stale_downloads(
             conn, max_open_seconds=MAX_OPEN.total_seconds(), limit=batch_size, now=now
         )
-        done += 1
-        report.batches += 1
-        report.downloads_closed += closed
-        if closed < batch_size:
-            return
+
+    await in_batches(batch, report, "downloads_closed", batch_size, max_batches)
 
 
 async def count_stale_downloads(conn: Connection, *, now: datetime | None) -> int:

@@ -36,7 +36,7 @@ async def prune_jobs(
     async def batch() -> int:
         return await maintenance.prune_jobs_batch(conn, days=days, limit=batch_size, now=now)
 
-    await _in_batches(batch, report, "jobs_pruned", batch_size, max_batches)
+    await in_batches(batch, report, "jobs_pruned", batch_size, max_batches)
 
 
 async def prune_queue(
@@ -53,18 +53,19 @@ async def prune_queue(
     async def batch() -> int:
         return await maintenance.prune_queue_batch(conn, hours=hours, limit=batch_size, now=now)
 
-    await _in_batches(batch, report, "queue_rows_pruned", batch_size, max_batches)
+    await in_batches(batch, report, "queue_rows_pruned", batch_size, max_batches)
 
 
-async def _in_batches(
+async def in_batches(
     batch: Callable[[], Awaitable[int]],
     report: CleanupReport,
     figure: str,
     batch_size: int,
     max_batches: int | None,
 ) -> None:
-    """Run `batch` until it deletes fewer than `batch_size` rows, adding each
-    count to the report as it goes (a failure keeps what was done)."""
+    """Run `batch` until it changes fewer than `batch_size` rows (or after
+    `max_batches`), adding each count to the report's `figure` as it goes (a
+    failure keeps what was done). Every batched maintenance task runs here."""
     done = 0
     while max_batches is None or done < max_batches:
         deleted = await batch()

@@ -130,7 +130,7 @@ class ExportRuntime:
         except UnknownKind as exc:
             # This worker does not know the kind: another attempt here cannot help.
             log.error("cannot run: %s", safe_error(exc), extra=extra)
-            await settler.failed(exc, rollback_ok=True, permanent=True)
+            await settler.failed(exc, rollback_ok=True)
         except Exception as exc:
             log.warning("attempt failed: %s%s", safe_error(exc), _os_paths(exc), extra=extra)
             await settler.failed(exc, rollback_ok=ctx is None or not rollback_failed(ctx))

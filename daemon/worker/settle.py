@@ -160,13 +160,11 @@ class Settler:
             lambda: attempts.mark_failed(self._pool, self.ids, error=safe_error(exc))
         )
 
-    async def failed(
-        self, exc: BaseException, *, rollback_ok: bool, permanent: bool = False
-    ) -> None:
+    async def failed(self, exc: BaseException, *, rollback_ok: bool) -> None:
         """Record a failed attempt: retry it with backoff, or end the run when
-        it was the last attempt or `exc` (or `permanent`) says retrying is futile."""
+        it was the last attempt or `exc` says retrying is futile."""
         error = safe_error(exc)
-        if (permanent or self.ends_run(exc)) and not self.marked_failed:
+        if self.ends_run(exc) and not self.marked_failed:
             await self._mark_failed(exc)
         if self.marked_failed:
             await self._fail(None, "rolled_back" if rollback_ok else "failed", "failed", error)

@@ -58,8 +58,9 @@ async def test_idempotency_key_reuse_is_a_conflict(aconn: AConn) -> None:
     first = await create(aconn, new)
     with pytest.raises(IdempotencyConflict):
         await create(aconn, new)
-    assert await job_store.find_by_idempotency_key(aconn, "alice", "k") == first
-    assert await job_store.find_by_idempotency_key(aconn, "bob", "k") is None
+    stored = await job_store.find_stored_request(aconn, "alice", "k")
+    assert stored is not None and stored.job == first
+    assert await job_store.find_stored_request(aconn, "bob", "k") is None
 
 
 async def test_bad_values_become_constraint_violations(aconn: AConn) -> None:
