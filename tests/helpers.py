@@ -164,3 +164,15 @@ async def completed_job(
         (relative, len(data), hashlib.sha256(data).hexdigest(), expires_in, job.job_id),
     )
     return job, data
+
+
+# A path through the state machine to reach each status from pending.
+PATH_TO: dict[str, list[str]] = {
+    "pending": [],
+    "in_progress": ["in_progress"],
+    "cancelling": ["in_progress", "cancelling"],
+    "completed": ["in_progress", "completed"],
+    "failed": ["in_progress", "failed"],
+    "rolled_back": ["in_progress", "failed", "rolled_back"],
+    "cancelled": ["cancelled"],
+}

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from tests.helpers import PATH_TO
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 STATUSES = [
@@ -38,17 +40,6 @@ ALLOWED = {
     ("rolled_back", "pending"),
     ("cancelled", "pending"),
     ("completed", "pending"),  # only once the package is deleted
-}
-
-# A path through the machine to reach each status from pending.
-PATH_TO = {
-    "pending": [],
-    "in_progress": ["in_progress"],
-    "cancelling": ["in_progress", "cancelling"],
-    "completed": ["in_progress", "completed"],
-    "failed": ["in_progress", "failed"],
-    "rolled_back": ["in_progress", "failed", "rolled_back"],
-    "cancelled": ["cancelled"],
 }
 
 

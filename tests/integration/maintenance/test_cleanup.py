@@ -26,6 +26,7 @@ from daemon.storage.local import PackageStorage
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.e2e.processes import EXPORTD, worker_env
 from tests.helpers import (
+    PATH_TO,
     completed_job,
     create,
     fast_settings,
@@ -163,16 +164,7 @@ async def test_missing_file_is_fine_and_an_undeletable_one_is_retried(
 async def in_state(conn: AConn, status: str, *, ended: datetime | None) -> UUID:
     """A job moved through allowed transitions to `status`, ended at `ended`."""
     job = await create(conn, "noop", owner="alice")
-    paths = {
-        "pending": [],
-        "in_progress": ["in_progress"],
-        "cancelling": ["in_progress", "cancelling"],
-        "completed": ["in_progress", "completed"],
-        "failed": ["in_progress", "failed"],
-        "rolled_back": ["in_progress", "failed", "rolled_back"],
-        "cancelled": ["cancelled"],
-    }
-    for step in paths[status]:
+    for step in PATH_TO[status]:
         await conn.execute(
             "UPDATE exportd.jobs SET status = %s WHERE job_id = %s", (step, job.job_id)
         )
