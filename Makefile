@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 up: install
 	$(BIN)/exportd up
 
-# The programs the tests run for real (nginx, curl, wget, aria2c,
+# The programs the tests run for real (nginx, curl, wget, aria2c, chromium,
 # systemd-analyze): installed with apt-get as root, else named in one line.
 system-packages:
 	@bash .ci/system-packages

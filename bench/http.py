@@ -11,7 +11,10 @@ both sides alike:
   `GET /api/v1/jobs/{id}` of `exportd web` (HS256 JWT verified, rate limit
   off, one row read from PostgreSQL, job JSON) and against the same path on
   `bench/bare_app.py` (a constant JSON document, no token, no database) under
-  uvicorn with the same settings (one process, no access log).
+  uvicorn with the same settings (one process, no access log). The same
+  exportd route is measured twice, with the JWT and with an API key
+  (`Authorization: Bearer exk_…`, made by `exportd keys create`): the
+  difference is what key authentication costs per request.
 - Download: `curl -o /dev/null` of a `--size-mib` package (random bytes) from
   `exportd web` (Starlette FileResponse, with download tracking) and from
   nginx (`sendfile on`) serving the same file; MB/s and, for exportd, the
@@ -205,6 +208,13 @@ def run(base: Path, size: int, rounds: int, seconds: int) -> None:
         from daemon.config import load_settings
 
         token = mint_token(load_settings(env), subject="bench", ttl_seconds=3600)
+        api_key = subprocess.run(
+            [str(VENV_BIN / "exportd"), "keys", "create", "--owner", "bench", "--name", "bench"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         ours_port, bare_port, nginx_port = free_port(), free_port(), free_port()
         nginx_dir = base / "nginx"
         nginx_dir.mkdir()
@@ -239,10 +249,13 @@ def run(base: Path, size: int, rounds: int, seconds: int) -> None:
             files = f"http://127.0.0.1:{nginx_port}/files/{relative}"
             for target in (f"http://127.0.0.1:{ours_port}/healthz", bare, files):
                 wait_up(target)
-            assert httpx.get(ours, headers={"Authorization": f"Bearer {token}"}).status_code == 200
-            api: dict[str, list[tuple[float, float]]] = {"exportd": [], "bare": []}
+            for credential in (token, api_key):
+                answer = httpx.get(ours, headers={"Authorization": f"Bearer {credential}"})
+                assert answer.status_code == 200
+            api: dict[str, list[tuple[float, float]]] = {"exportd": [], "key": [], "bare": []}
             for _ in range(rounds):
                 api["exportd"].append(wrk(ours, seconds, token))
+                api["key"].append(wrk(ours, seconds, api_key))
                 api["bare"].append(wrk(bare, seconds, None))
             rss_before = peak_rss_mib(web.pid)
             dl: dict[str, list[float]] = {"exportd": [], "nginx": []}
@@ -268,14 +281,17 @@ def report(
     print("|---|---|---|---|---|")
     for name, rows in (
         ("exportd GET /api/v1/jobs/{id}", api["exportd"]),
+        ("exportd GET /api/v1/jobs/{id}, API key", api["key"]),
         ("bare Starlette route", api["bare"]),
     ):
         rps = [r for r, _ in rows]
         p99 = statistics.median(p for _, p in rows)
         print(f"| {name} | {summary(rps)} | {p99:.1f} |")
+    key_rps = [r for r, _ in api["key"]]
     print(
-        f"\nratio exportd / bare: {statistics.median(ours_rps) / statistics.median(bare_rps):.2f}\n"
+        f"\nratio exportd / bare: {statistics.median(ours_rps) / statistics.median(bare_rps):.2f}"
     )
+    print(f"ratio API key / JWT: {statistics.median(key_rps) / statistics.median(ours_rps):.2f}\n")
     print(f"Download of a {size / 2**20:,.0f} MiB package, curl -o /dev/null, one client\n")
     print("| server | MB/s median | min | max |")
     print("|---|---|---|---|")

@@ -36,6 +36,10 @@ FULL: list[tuple[str, list[str]]] = [
     ("Scale: 10 K vs 1 M job rows", ["bench.scale", "--small", "10000", "--large", "1000000"]),
     ("SQL export vs psql \\copy", ["bench.sql_export", "--rows", "5000000", "--rounds", "3"]),
     ("Packaging vs tar czf", ["bench.packaging", "--mib", "512", "--rounds", "3"]),
+    (
+        "S3 storage: worker memory, redirected downloads",
+        ["bench.s3", "--package-mib", "2048", "--download-mib", "1024", "--rounds", "3"],
+    ),
 ]
 QUICK: list[tuple[str, list[str]]] = [
     (
@@ -66,6 +70,10 @@ QUICK: list[tuple[str, list[str]]] = [
     ),
     ("SQL export vs psql \\copy", ["bench.sql_export", "--rows", "100000", "--rounds", "1"]),
     ("Packaging vs tar czf", ["bench.packaging", "--mib", "32", "--rounds", "1"]),
+    (
+        "S3 storage: worker memory, redirected downloads",
+        ["bench.s3", "--package-mib", "64", "--download-mib", "64", "--rounds", "1"],
+    ),
 ]
 
 

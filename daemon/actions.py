@@ -15,10 +15,11 @@ from typing import Any
 from uuid import UUID
 
 from daemon.db import jobs as job_store
-from daemon.errors import ExportdError, IdempotencyConflict, ParamError
+from daemon.errors import ExportdError, IdempotencyConflict, ParamError, TooManyExports
 from daemon.kinds.registry import KindRegistry
 from daemon.models import ACTIVE_STATUSES, Job, JobStatus, NewJob
 from daemon.tasks import EXPORT_TASK
+from daemon.webhooks.addresses import check_notify_url
 
 # One year of 365 days (31 536 000 s), as docs/api.md and the OpenAPI schema say.
 MAX_DELAY_SECONDS = 365 * 24 * 3600
@@ -53,6 +54,8 @@ class ExportRequest:
     priority: int = 0
     delay_seconds: float = 0
     max_attempts: int | None = None
+    # Webhook endpoint of this job (DESIGN §12); its host must be allowed.
+    notify_url: Any = None
 
 
 def request_hash(request: ExportRequest) -> str:
@@ -71,6 +74,9 @@ def request_hash(request: ExportRequest) -> str:
         "delay_seconds": float(request.delay_seconds),
         "max_attempts": request.max_attempts,
     }
+    if request.notify_url is not None:
+        # Only when given: the hashes of requests without one stay as they were.
+        canonical["notify_url"] = request.notify_url
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -99,6 +105,17 @@ def _check_request(request: ExportRequest) -> None:
         raise RequestError("max_attempts", f"must be an integer between 1 and {MAX_ATTEMPTS_LIMIT}")
 
 
+def _notify_url(request: ExportRequest, allowed_hosts: tuple[str, ...]) -> str | None:
+    """The job's webhook endpoint, checked against EXPORTD_WEBHOOK_ALLOWED_HOSTS
+    (daemon.webhooks.addresses); every delivery is checked again."""
+    if request.notify_url is None:
+        return None
+    try:
+        return check_notify_url(request.notify_url, allowed_hosts)
+    except ValueError as exc:
+        raise RequestError("notify_url", str(exc)) from None
+
+
 async def create_export(
     conn: job_store.Connection,
     registry: KindRegistry,
@@ -107,11 +124,17 @@ async def create_export(
     owner_id: str,
     idempotency_key: str | None = None,
     now: datetime | None = None,
+    max_pending: int | None = None,
+    notify_hosts: tuple[str, ...] = (),
 ) -> tuple[Job, bool]:
     """Validate and enqueue; returns (job, created). A replayed idempotency key
-    with the same request returns the existing job with created=False."""
+    with the same request returns the existing job with created=False.
+    TooManyExports when the owner already has `max_pending` jobs waiting
+    (EXPORTD_OWNER_MAX_PENDING; None: no limit) — a replay is still answered.
+    A `notify_url` must name one of `notify_hosts` (EXPORTD_WEBHOOK_ALLOWED_HOSTS)."""
     kind = registry.get(request.kind)
     _check_request(request)
+    notify_url = _notify_url(request, notify_hosts)
     params = kind.validate_params(request.params)
     max_attempts = request.max_attempts or kind.max_attempts or 3
     scheduled_at = None
@@ -125,15 +148,26 @@ async def create_export(
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
         scheduled_at=scheduled_at,
+        notify_url=notify_url,
     )
     fingerprint = request_hash(request)
     try:
         job = await job_store.create_job(
-            conn, new, queue=kind.queue, task=EXPORT_TASK, now=now, request_hash=fingerprint
+            conn,
+            new,
+            queue=kind.queue,
+            task=EXPORT_TASK,
+            now=now,
+            request_hash=fingerprint,
+            max_pending=max_pending,
         )
-    except IdempotencyConflict:
-        assert idempotency_key is not None
+    except (IdempotencyConflict, TooManyExports) as exc:
+        # A replay of the key is answered even once the owner's queue is full.
+        if idempotency_key is None:
+            raise
         stored = await job_store.find_stored_request(conn, owner_id, idempotency_key)
+        if stored is None and isinstance(exc, TooManyExports):
+            raise
         if stored is not None and (
             stored.request_hash == fingerprint
             if stored.request_hash is not None

@@ -22,6 +22,7 @@ from daemon.config_values import (
     RateLimit,
 )
 from daemon.errors import ConfigError
+from daemon.webhooks.endpoints import Endpoint
 
 PREFIX = "EXPORTD_"
 
@@ -40,6 +41,24 @@ class Settings:
     # unless storage_dir says otherwise, the packages.
     data_dir: Path = Path(".exportd")
     storage_dir: Path = Path(".exportd/packages")
+    # Where packages live (DESIGN §10): None or file:///PATH is the local
+    # directory storage_dir; s3://BUCKET/PREFIX an S3-compatible bucket, with
+    # credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or boto3's
+    # other sources). With S3, work directories of running steps stay on this
+    # host's disk, under work_dir.
+    storage_url: str | None = None
+    work_dir: Path = Path(".exportd/work")
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    # Downloads with S3: a 302 to a presigned URL valid this long, or the
+    # object streamed through exportd ("proxy").
+    s3_url_ttl: int = 300
+    s3_download: str = "redirect"
+    # Signed download links (DESIGN §11): their absolute URLs start with
+    # public_url (default http://HOST:PORT); they are signed with link_secret
+    # (`up` generates one and keeps it in the data directory).
+    public_url: str | None = None
+    link_secret: str | None = field(default=None, repr=False)
     # TOML file declaring the built-in SQL and file export kinds.
     exports_file: Path | None = None
     # Python modules that register custom kinds.
@@ -66,6 +85,11 @@ class Settings:
     orphan_grace_seconds: float = 3600.0
     queue_retention_hours: int = 24
     worker_concurrency: int = 4
+    # Fairness (DESIGN §13): at most this many of one owner's exports run at
+    # once across all workers, and at most this many wait to run (more: 429
+    # TOO_MANY_EXPORTS). 0 = no limit.
+    owner_max_running: int = 2
+    owner_max_pending: int = 100
     # After SIGTERM, running steps may finish for this long before being
     # cancelled and rolled back.
     shutdown_grace_seconds: float = 60.0
@@ -95,6 +119,24 @@ class Settings:
     # set, authorised downloads are answered with X-Accel-Redirect and nginx
     # streams the file.
     accel_redirect: str | None = None
+    # Webhooks (DESIGN §12). Configured endpoints: webhook_url (every event)
+    # and the [[webhooks]] tables of the config file (url, events, secret),
+    # signed with their own secret or webhook_secret (whsec_… form).
+    webhook_url: str | None = None
+    webhooks: tuple[Endpoint, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)
+    # Hosts a job's notify_url may name (empty: no notify_url accepted), and
+    # hosts any endpoint may resolve to a non-public address (loopback,
+    # private, link-local) — two different questions, two lists.
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_private_hosts: tuple[str, ...] = ()
+    # A delivery is retried with backoff (base * 2^(attempt-1), at most an
+    # hour) until this long after its event; one attempt may take timeout.
+    webhook_retry_hours: float = 24.0
+    webhook_retry_base_seconds: float = 10.0
+    webhook_timeout_seconds: float = 10.0
+    # Deliveries one worker runs at once, beside (not within) its exports.
+    webhook_concurrency: int = 4
 
     @property
     def embedded_pg_dir(self) -> Path:
@@ -105,6 +147,29 @@ class Settings:
     def secret_file(self) -> Path:
         """Where `exportd up` keeps the JWT secret it generated."""
         return self.data_dir / "jwt_secret"
+
+    @property
+    def link_secret_file(self) -> Path:
+        """Where `exportd up` keeps the link-signing secret it generated."""
+        return self.data_dir / "link_secret"
+
+    @property
+    def uses_s3(self) -> bool:
+        return self.storage_url is not None and self.storage_url.startswith("s3://")
+
+    @property
+    def base_url(self) -> str:
+        """Absolute URLs handed out (signed links) start with this."""
+        if self.public_url is not None:
+            return self.public_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def webhook_endpoints(self) -> tuple[Endpoint, ...]:
+        """Every configured endpoint, each with the secret it is signed with."""
+        configured = ((Endpoint(self.webhook_url),) if self.webhook_url else ()) + self.webhooks
+        return tuple(Endpoint(e.url, e.events, e.secret or self.webhook_secret) for e in configured)
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before retrying after failed attempt number `attempt`:
@@ -161,7 +226,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(variable_name(key), str(exc)) from None
 
     data_dir: Path = values.get("data_dir", Settings.data_dir)
+    _storage_dir_from_url(values)
     values.setdefault("storage_dir", data_dir / "packages")
+    values.setdefault("work_dir", data_dir / "work")
     _check_jwt(values, explicit_algorithms="jwt_algorithms" in values)
     settings = Settings(**values)
     if settings.stalled_after_seconds < 2 * settings.heartbeat_seconds:
@@ -171,7 +238,38 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     if settings.retry_max_seconds < settings.retry_base_seconds:
         raise ConfigError("EXPORTD_RETRY_MAX_SECONDS", "must be >= EXPORTD_RETRY_BASE_SECONDS")
+    _check_webhooks(settings)
     return settings
+
+
+def _check_webhooks(settings: Settings) -> None:
+    """Every endpoint can be signed; one URL is configured once."""
+    if settings.webhook_secret is None:
+        if settings.webhook_url or any(e.secret is None for e in settings.webhooks):
+            raise ConfigError(
+                "EXPORTD_WEBHOOK_SECRET", "is needed to sign the configured webhook endpoints"
+            )
+        if settings.webhook_allowed_hosts:
+            raise ConfigError(
+                "EXPORTD_WEBHOOK_SECRET", "is needed to sign webhooks sent to a job's notify_url"
+            )
+    if settings.webhook_url and any(e.url == settings.webhook_url for e in settings.webhooks):
+        raise ConfigError("EXPORTD_WEBHOOK_URL", "is also listed in [[webhooks]]; list it once")
+
+
+def _storage_dir_from_url(values: dict[str, Any]) -> None:
+    """`EXPORTD_STORAGE_URL=file:///PATH` is `EXPORTD_STORAGE_DIR=/PATH`; both
+    set to different places is a mistake worth stopping for."""
+    url: str | None = values.get("storage_url")
+    if url is None or not url.startswith("file://"):
+        return
+    path = Path(url.removeprefix("file://"))
+    given: Path | None = values.get("storage_dir")
+    if given is not None and given.resolve() != path.resolve():
+        raise ConfigError(
+            "EXPORTD_STORAGE_URL", "names another directory than EXPORTD_STORAGE_DIR; set one"
+        )
+    values["storage_dir"] = path
 
 
 def _check_jwt(values: dict[str, Any], *, explicit_algorithms: bool) -> None:

@@ -12,8 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from daemon.db.urls import check_database_url
+from daemon.storage.s3_names import parse_storage_url
+from daemon.webhooks.endpoints import parse_endpoints, parse_hosts, parse_secret, parse_url
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset(
@@ -159,6 +162,12 @@ def _rate_limit(raw: Any) -> RateLimit | None:
     return RateLimit(int(count), RATE_PERIODS[unit])
 
 
+def parse_rate_limit(raw: Any) -> RateLimit | None:
+    """A rate limit as EXPORTD_RATE_LIMIT reads it ('60/minute'; None for
+    'off'), for values set elsewhere: an API key's own limit (daemon/api_keys.py)."""
+    return _rate_limit(raw)
+
+
 def _log_format(raw: Any) -> str:
     text = _text(raw).strip().lower()
     if text not in {"text", "json"}:
@@ -175,6 +184,49 @@ def _accel_prefix(raw: Any) -> str:
     if not text.isascii() or not text.isprintable() or " " in text:
         raise ValueError(f"must be printable ASCII without spaces, got {raw!r}")
     return text
+
+
+def _storage_url(raw: Any) -> str:
+    """`file:///absolute/path` or `s3://BUCKET/PREFIX` (DESIGN §10)."""
+    text = _text(raw).strip()
+    if text.startswith("file://"):
+        path = text.removeprefix("file://")
+        if not path.startswith("/"):
+            raise ValueError("a file URL needs an absolute path: file:///var/lib/exportd/packages")
+        return text
+    if text.startswith("s3://"):
+        parse_storage_url(text)
+        return text
+    raise ValueError("must be file:///PATH or s3://BUCKET/PREFIX")
+
+
+def _http_url(raw: Any) -> str:
+    """An http(s) URL with a host, without a trailing slash, query or fragment."""
+    text = _text(raw).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment or not text.isascii() or " " in text:
+        raise ValueError("must be a plain URL (no query, fragment or spaces)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return text
+
+
+def _s3_download(raw: Any) -> str:
+    text = _text(raw).strip().lower()
+    if text not in {"redirect", "proxy"}:
+        raise ValueError(f"must be 'redirect' or 'proxy', got {raw!r}")
+    return text
+
+
+def _url_ttl(raw: Any) -> int:
+    value = _int_at_least(1)(raw)
+    if value > 7 * 24 * 3600:
+        raise ValueError("must be at most 604800 seconds (7 days, S3's limit)")
+    return value
 
 
 def is_placeholder_secret(secret: str) -> bool:
@@ -201,11 +253,43 @@ def _secret(raw: Any) -> str:
     return secret
 
 
+def _private_hosts(raw: Any) -> tuple[str, ...]:
+    hosts = parse_hosts(raw)
+    if "*" in hosts:
+        raise ValueError("must list hosts one by one ('*' would let any name reach any address)")
+    return hosts
+
+
+def _retry_hours(raw: Any) -> float:
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"must be a number of hours > 0, got {raw!r}") from None
+    if not 0 < value <= 24 * 30:
+        raise ValueError(f"must be a number of hours > 0 and at most 720, got {raw!r}")
+    return value
+
+
+def _webhook_timeout(raw: Any) -> float:
+    value = _positive_seconds(raw)
+    if value > 60:
+        raise ValueError("must be at most 60 seconds")
+    return value
+
+
 # name (without prefix) -> parser. The order is the documentation order.
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": _database_url,
     "data_dir": _path,
     "storage_dir": _path,
+    "storage_url": _storage_url,
+    "work_dir": _path,
+    "s3_endpoint_url": _http_url,
+    "s3_region": _text,
+    "s3_url_ttl": _url_ttl,
+    "s3_download": _s3_download,
+    "public_url": _http_url,
+    "link_secret": _secret,
     "exports_file": _readable_file,
     "kinds": _modules,
     "jwt_secret": _secret,
@@ -221,6 +305,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "orphan_grace_seconds": _seconds,
     "queue_retention_hours": _int_at_least(1),
     "worker_concurrency": _int_at_least(1),
+    "owner_max_running": _int_at_least(0),
+    "owner_max_pending": _int_at_least(0),
     "shutdown_grace_seconds": _seconds,
     "retry_base_seconds": _seconds,
     "retry_max_seconds": _seconds,
@@ -234,4 +320,13 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_connections": _int_at_least(1),
     "log_format": _log_format,
     "accel_redirect": _accel_prefix,
+    "webhook_url": parse_url,
+    "webhooks": parse_endpoints,
+    "webhook_secret": parse_secret,
+    "webhook_allowed_hosts": parse_hosts,
+    "webhook_private_hosts": _private_hosts,
+    "webhook_retry_hours": _retry_hours,
+    "webhook_retry_base_seconds": _positive_seconds,
+    "webhook_timeout_seconds": _webhook_timeout,
+    "webhook_concurrency": _int_at_least(1),
 }

@@ -94,6 +94,22 @@ class PackagingError(ExportdError):
     """A file could not be packaged (not a regular file, vanished, bad name)."""
 
 
+class PackageTooLarge(PackagingError):
+    """The package grew past its kind's `max_package_bytes`. Permanent: the
+    same export would produce the same package on the next attempt."""
+
+    permanent = True
+
+
+class DeadlineExceeded(ExportdError):
+    """An attempt ran past its kind's `timeout`: it was cancelled and rolled
+    back, and is retried while attempts remain."""
+
+
+class TooManyExports(ExportdError):
+    """The owner already has EXPORTD_OWNER_MAX_PENDING exports waiting to run."""
+
+
 class KindError(ExportdError):
     """A kind is declared wrongly (bad name, duplicate, no steps)."""
 

@@ -58,3 +58,6 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     # procrastinate logs every job start and end at INFO; exportd logs its own
     # attempts with the job id, so keep only its warnings and errors.
     logging.getLogger("procrastinate").setLevel(max(level, logging.WARNING))
+    # botocore (S3 storage) announces at INFO where it found credentials, at
+    # every start: a line before any error of `exportd worker`'s start.
+    logging.getLogger("botocore").setLevel(max(level, logging.WARNING))

@@ -71,6 +71,8 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    # Webhook endpoint of this job (migration 0010; DESIGN §12).
+    notify_url: str | None = None
 
     def __post_init__(self) -> None:
         # psycopg hands the enum over as text; keep the typed value.
@@ -104,3 +106,4 @@ class NewJob:
     max_attempts: int = 3
     idempotency_key: str | None = None
     scheduled_at: datetime | None = None  # None: now
+    notify_url: str | None = None  # webhook endpoint, checked by daemon.actions

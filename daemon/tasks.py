@@ -12,3 +12,9 @@ EXPORT_TASK = "exportd.run_export"
 RESCUE_TASK = "exportd.rescue_stalled"
 CLEANUP_TASK = "exportd.cleanup"
 DEFAULT_QUEUE = "exports"
+# Webhook deliveries (DESIGN §12) run on a queue of their own, served by a
+# worker of their own (daemon/worker/process.py): a slow receiver never
+# takes an export's slot. Also named in sql/migrations/0010_webhooks.up.sql,
+# whose trigger defers them.
+WEBHOOK_TASK = "exportd.deliver_webhook"
+WEBHOOK_QUEUE = "webhooks"

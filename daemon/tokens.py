@@ -1,4 +1,5 @@
-"""Development tokens: `exportd token` signs what `web` verifies.
+"""Development tokens: `exportd token` signs what `web` verifies; the secrets
+`exportd up` generates and keeps in the data directory (JWT, signed links).
 
 Only HMAC (HS256) tokens can be minted here, with `EXPORTD_JWT_SECRET` or the
 secret `exportd up` generated in the data directory. Deployments using RS256
@@ -7,6 +8,8 @@ or ES256 mint tokens with their identity provider instead.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -18,32 +21,66 @@ from daemon.config import Settings
 from daemon.config_values import MIN_HMAC_SECRET_BYTES
 from daemon.errors import ConfigError
 
+_LINK_KEY_LABEL = b"exportd download-link key v1"
+
 
 def load_secret(settings: Settings) -> str | None:
-    """The configured secret, else the one `up` keeps in the data directory."""
+    """The configured JWT secret, else the one `up` keeps in the data directory."""
     if settings.jwt_secret:
         return settings.jwt_secret
-    try:
-        secret = settings.secret_file.read_text().strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(
-            "EXPORTD_DATA_DIR", f"cannot read {settings.secret_file}: {exc.strerror}"
-        ) from None
-    if len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
-        raise ConfigError(
-            "EXPORTD_DATA_DIR", f"{settings.secret_file} holds a secret that is too short"
-        )
-    return secret
+    return _read_secret_file(settings.secret_file)
 
 
 def ensure_secret(settings: Settings) -> str:
-    """Return the secret, generating and keeping one (mode 0600) on first use."""
-    secret = load_secret(settings)
+    """Return the JWT secret, generating and keeping one (mode 0600) on first use."""
+    return load_secret(settings) or _write_secret_file(settings.secret_file)
+
+
+def load_link_secret(settings: Settings) -> str:
+    """The secret download links are signed with (DESIGN §11):
+    `EXPORTD_LINK_SECRET`, else the one `up` keeps in the data directory,
+    else one derived from the JWT secret (HMAC-SHA256 under a label of its
+    own: an independent key, so a link can never be taken for a token and
+    the other way round). Every API process and worker must use the same.
+    With public-key tokens and none of these there is nothing to derive
+    from: ConfigError naming the variable."""
+    if settings.link_secret:
+        return settings.link_secret
+    secret = _read_secret_file(settings.link_secret_file)
     if secret is not None:
         return secret
-    path: Path = settings.secret_file
+    jwt_secret = load_secret(settings) if settings.jwt_public_key_file is None else None
+    if jwt_secret is None:
+        raise ConfigError(
+            "EXPORTD_LINK_SECRET",
+            "not set (signed download links need it with public-key tokens; generate one "
+            "with `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`)",
+        )
+    return hmac.new(jwt_secret.encode(), _LINK_KEY_LABEL, hashlib.sha256).hexdigest()
+
+
+def ensure_link_secret(settings: Settings) -> str:
+    """`up`: the link secret, generated and kept in the data directory on first use."""
+    if settings.link_secret:
+        return settings.link_secret
+    return _read_secret_file(settings.link_secret_file) or _write_secret_file(
+        settings.link_secret_file
+    )
+
+
+def _read_secret_file(path: Path) -> str | None:
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError("EXPORTD_DATA_DIR", f"cannot read {path}: {exc.strerror}") from None
+    if len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
+        raise ConfigError("EXPORTD_DATA_DIR", f"{path} holds a secret that is too short")
+    return secret
+
+
+def _write_secret_file(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -34,6 +34,7 @@ def fast_settings(tmp_path: Path, **overrides: Any) -> Settings:
     base = Settings(
         data_dir=tmp_path / "data",
         storage_dir=tmp_path / "packages",
+        work_dir=tmp_path / "work",
         retry_base_seconds=0.05,
         retry_max_seconds=0.2,
         heartbeat_seconds=0.5,

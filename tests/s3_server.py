@@ -117,6 +117,7 @@ class SeaweedServer:
     process: subprocess.Popen[bytes]
     base: Path
     grpc_ports: list[int]
+    args: list[str] = field(default_factory=list)
     startup_seconds: float = 0.0
     region: str = REGION
     _client: S3Client | None = field(default=None, repr=False)
@@ -127,6 +128,12 @@ class SeaweedServer:
             self._client = make_client(self.endpoint_url, self.access_key, self.secret_key)
         return self._client
 
+    def close_client(self) -> None:
+        """Close the test client's pooled connections (the next use opens new ones)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             text = (self.base / "weed.log").read_text(errors="replace")
@@ -134,10 +141,12 @@ class SeaweedServer:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self) -> None:
-        """SIGTERM by pid, wait with a deadline, SIGKILL if it must."""
+    def stop(self, *, crash: bool = False) -> None:
+        """SIGTERM by pid, wait with a deadline, SIGKILL if it must.
+        `crash`: SIGKILL at once, as an outage would (no request finishes)."""
+        self.close_client()
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
             try:
                 self.process.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -147,6 +156,22 @@ class SeaweedServer:
         for kind in ("master", "volume", "filer", "s3", "admin"):
             for port in self.grpc_ports:
                 Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock").unlink(missing_ok=True)
+
+    def restart(self, *, timeout: float = START_TIMEOUT) -> None:
+        """Start the stopped server again on the same ports, directory and
+        credentials (an outage ending): buckets, objects and pending
+        multipart uploads stored before the stop are there again."""
+        if self.process.poll() is None:
+            raise RuntimeError("the server is running: stop() it first")
+        began = time.monotonic()
+        self.close_client()  # its pooled connections went with the old process
+        self.process = _launch(self.args, self.base)
+        try:
+            _wait_ready(self, began + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
 
     # -- buckets ----------------------------------------------------------------
 
@@ -225,22 +250,14 @@ def start_seaweed(base: Path, *, timeout: float = START_TIMEOUT) -> SeaweedServe
         f"-admin.port={admin}",
         f"-admin.port.grpc={admin_grpc}",
     ]
-    with (base / "weed.log").open("wb") as log:
-        process = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=base,
-            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(base), "HOME": str(base)},
-        )
     server = SeaweedServer(
         endpoint_url=f"http://127.0.0.1:{s3}",
         access_key=access_key,
         secret_key=secret_key,
-        process=process,
+        process=_launch(args, base),
         base=base,
         grpc_ports=[master_grpc, volume_grpc, filer_grpc, s3_grpc, admin, admin_grpc],
+        args=args,
     )
     try:
         _wait_ready(server, began + timeout)
@@ -249,6 +266,19 @@ def start_seaweed(base: Path, *, timeout: float = START_TIMEOUT) -> SeaweedServe
         raise
     server.startup_seconds = time.monotonic() - began
     return server
+
+
+def _launch(args: list[str], base: Path) -> subprocess.Popen[bytes]:
+    """Run `weed` with `args`, its output appended to `base/weed.log`."""
+    with (base / "weed.log").open("ab") as log:
+        return subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=base,
+            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(base), "HOME": str(base)},
+        )
 
 
 def _wait_ready(server: SeaweedServer, deadline: float) -> None:

@@ -25,10 +25,15 @@ from daemon.errors import (
     IdempotencyConflict,
     JobNotFound,
     ParamError,
+    TooManyExports,
     UnknownKind,
 )
 
 log = logging.getLogger(__name__)
+
+# TOO_MANY_EXPORTS: an owner's queue empties at the pace of their exports,
+# which the API cannot know; half a minute is a polite first retry.
+TOO_MANY_EXPORTS_RETRY_SECONDS = 30
 
 
 class ApiError(Exception):
@@ -92,6 +97,13 @@ def _from_exception(exc: Exception) -> ApiError | None:
         return ApiError(409, "JOB_NOT_RETRYABLE", str(exc))
     if isinstance(exc, NotCancellable):
         return ApiError(409, "JOB_NOT_CANCELLABLE", str(exc))
+    if isinstance(exc, TooManyExports):
+        return ApiError(
+            429,
+            "TOO_MANY_EXPORTS",
+            f"{exc}; wait for some of yours to start",
+            headers={"Retry-After": str(TOO_MANY_EXPORTS_RETRY_SECONDS)},
+        )
     if isinstance(exc, DatabaseUnavailable):
         return ApiError(
             503,

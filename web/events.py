@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +33,7 @@ from starlette.responses import StreamingResponse
 from daemon.db import jobs as job_store
 from daemon.db.listen import JobEventListener
 from daemon.errors import DatabaseUnavailable
+from daemon.kinds.pauses import waiting_on_pause
 from daemon.models import Job
 from web.access import check_visible, parse_job_id
 from web.context import api_context
@@ -176,10 +177,16 @@ class JobStream:
     """The events of one job for one client, from its queue and the database."""
 
     def __init__(
-        self, request: Request, job: Job, queue: asyncio.Queue[dict[str, Any]], keepalive: float
+        self,
+        request: Request,
+        job: Job,
+        queue: asyncio.Queue[dict[str, Any]],
+        keepalive: float,
+        paused: Collection[str] = (),
     ) -> None:
         self.ctx = api_context(request)
         self.job = job
+        self.paused = paused  # paused kinds, for the job JSON's `paused`
         self.queue = queue
         self.keepalive = keepalive
         self.progress = _progress(job)
@@ -187,15 +194,16 @@ class JobStream:
     async def _reread(self) -> AsyncIterator[bytes]:
         async with self.ctx.connection() as conn:
             job = await job_store.get_job(conn, self.job.job_id)
+            self.paused = await waiting_on_pause(conn, [job])
         if job.status is not self.job.status:
-            yield sse("status", job_json(job))
+            yield sse("status", job_json(job, self.paused))
         elif _progress(job) != self.progress:
             yield sse("progress", _progress(job))
         self.job, self.progress = job, _progress(job)
 
     async def events(self) -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        yield sse("status", job_json(self.job))
+        yield sse("status", job_json(self.job, self.paused))
         stale = False  # a re-read failed (database away): retry it until it works
         while stale or not self.job.is_finished:
             try:
@@ -231,11 +239,12 @@ async def job_events(request: Request) -> StreamingResponse:
     try:
         async with ctx.connection() as conn:
             job = await job_store.get_job(conn, job_id)
-        check_visible(job, principal)
+            check_visible(job, principal)
+            paused = await waiting_on_pause(conn, [job])
     except BaseException:
         hub.unsubscribe(job_id, queue)
         raise
-    stream = JobStream(request, job, queue, ctx.keepalive_seconds)
+    stream = JobStream(request, job, queue, ctx.keepalive_seconds, paused)
 
     async def body() -> AsyncIterator[bytes]:
         try:

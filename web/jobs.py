@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 
 from daemon.actions import ExportRequest, cancel_export, create_export, retry_export
 from daemon.db import jobs as job_store
+from daemon.kinds.pauses import waiting_on_pause
 from daemon.models import Job, JobStatus
 from web.access import visible_job
 from web.auth import MAX_SUBJECT
@@ -25,7 +26,7 @@ from web.job_json import API, job_json
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY = 255
-BODY_FIELDS = {"kind", "params", "priority", "delay_seconds", "max_attempts"}
+BODY_FIELDS = {"kind", "params", "priority", "delay_seconds", "max_attempts", "notify_url"}
 
 
 # -- create --------------------------------------------------------------------
@@ -100,6 +101,7 @@ def export_request(body: dict[str, Any]) -> ExportRequest:
         priority=body.get("priority", 0),
         delay_seconds=body.get("delay_seconds", 0),
         max_attempts=body.get("max_attempts"),
+        notify_url=body.get("notify_url"),
     )
 
 
@@ -124,11 +126,20 @@ async def create_job(request: Request) -> JSONResponse:
     export = export_request(await read_json_body(request))
     async with ctx.connection() as conn:
         job, created = await create_export(
-            conn, ctx.registry, export, owner_id=principal.subject, idempotency_key=key
+            conn,
+            ctx.registry,
+            export,
+            owner_id=principal.subject,
+            idempotency_key=key,
+            max_pending=ctx.settings.owner_max_pending or None,
+            notify_hosts=ctx.settings.webhook_allowed_hosts,
         )
+        paused = await waiting_on_pause(conn, [job])
     location = f"{API}/jobs/{job.job_id}"
     return JSONResponse(
-        {"data": job_json(job)}, status_code=202 if created else 200, headers={"Location": location}
+        {"data": job_json(job, paused)},
+        status_code=202 if created else 200,
+        headers={"Location": location},
     )
 
 
@@ -193,8 +204,9 @@ async def list_jobs(request: Request) -> JSONResponse:
         jobs = await job_store.list_jobs(
             conn, owner_id=owner, status=status, kind=kind, after=after, limit=limit
         )
+        paused = await waiting_on_pause(conn, jobs)
     next_cursor = encode_cursor(ctx, jobs[-1]) if len(jobs) == limit else None
-    return JSONResponse({"data": [job_json(j) for j in jobs], "next_cursor": next_cursor})
+    return JSONResponse({"data": [job_json(j, paused) for j in jobs], "next_cursor": next_cursor})
 
 
 # -- one job -------------------------------------------------------------------
@@ -203,7 +215,12 @@ async def list_jobs(request: Request) -> JSONResponse:
 async def get_job(request: Request) -> JSONResponse:
     ctx = api_context(request)
     principal = ctx.principal(request)
-    return JSONResponse({"data": job_json(await visible_job(ctx, request, principal))})
+    job = await visible_job(ctx, request, principal)
+    paused: frozenset[str] = frozenset()
+    if job.status is JobStatus.PENDING:
+        async with ctx.connection() as conn:
+            paused = await waiting_on_pause(conn, [job])
+    return JSONResponse({"data": job_json(job, paused)})
 
 
 async def retry_job(request: Request) -> JSONResponse:
@@ -212,7 +229,8 @@ async def retry_job(request: Request) -> JSONResponse:
     job = await visible_job(ctx, request, principal)
     async with ctx.connection() as conn:
         job = await retry_export(conn, ctx.registry, job.job_id)
-    return JSONResponse({"data": job_json(job)})
+        paused = await waiting_on_pause(conn, [job])
+    return JSONResponse({"data": job_json(job, paused)})
 
 
 async def cancel_job(request: Request) -> JSONResponse:

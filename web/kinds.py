@@ -1,9 +1,12 @@
-"""GET /api/v1/kinds: the export kinds this server knows, and their parameters.
+"""GET /api/v1/kinds: the export kinds this server knows, and their parameters;
+POST /api/v1/admin/kinds/{kind}/pause|resume: hold a kind (admins only).
 
 So a client can find out what it may ask for (DESIGN §16) instead of reading
 the operator's exports file. The JSON of a kind is `Kind.describe()`
-(daemon/kinds/registry.py), the same `exportd kinds ls --json` prints; its
-OpenAPI schema is written here, next to the handler that sends it.
+(daemon/kinds/registry.py), the same `exportd kinds ls --json` prints, with
+`paused` read from the database; its OpenAPI schema is written here, next to
+the handler that sends it. Pausing follows `daemon.kinds.pauses` (DESIGN §13),
+as `exportd kinds pause|resume` does.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from daemon.errors import UnknownKind
+from daemon.kinds import pauses
 from daemon.kinds.params import PARAM_TYPES
+from web.auth import Principal
 from web.context import api_context
+from web.errors import ApiError
 from web.job_json import ref
 
 
@@ -22,7 +29,45 @@ async def list_kinds(request: Request) -> JSONResponse:
     """Any valid token may read the list: it says what exists, not whose."""
     ctx = api_context(request)
     ctx.principal(request)
-    return JSONResponse({"data": ctx.registry.describe()})
+    async with ctx.connection() as conn:
+        kinds = await pauses.describe_kinds(conn, ctx.registry)
+    return JSONResponse({"data": kinds})
+
+
+async def pause_kind(request: Request) -> JSONResponse:
+    """Pending jobs of the kind stay pending on every worker; running ones finish."""
+    ctx = api_context(request)
+    principal = _admin(request)
+    name = _kind_name(request)
+    async with ctx.connection() as conn:
+        kind = await pauses.pause_kind(conn, ctx.registry, name, by=principal.subject)
+    return JSONResponse({"data": kind})
+
+
+async def resume_kind(request: Request) -> JSONResponse:
+    """The kind's waiting jobs start at once."""
+    ctx = api_context(request)
+    _admin(request)
+    name = _kind_name(request)
+    async with ctx.connection() as conn:
+        kind = await pauses.resume_kind(conn, ctx.registry, name)
+    return JSONResponse({"data": kind})
+
+
+def _admin(request: Request) -> Principal:
+    principal = api_context(request).principal(request)
+    if not principal.admin:
+        raise ApiError(403, "FORBIDDEN", "only admins may pause or resume kinds")
+    return principal
+
+
+def _kind_name(request: Request) -> str:
+    """The `{kind}` of the route, known to this server; else 404 naming the kinds."""
+    registry = api_context(request).registry
+    try:
+        return registry.get(str(request.path_params["kind"])).name
+    except UnknownKind as exc:
+        raise ApiError(404, "KIND_NOT_FOUND", str(exc), field="kind") from None
 
 
 def schemas() -> dict[str, Any]:
@@ -42,7 +87,10 @@ def schemas() -> dict[str, Any]:
                 },
                 "paused": {
                     "type": "boolean",
-                    "description": "Always false: kinds cannot be paused yet",
+                    "description": (
+                        "Paused by an operator: its jobs may be created but wait"
+                        " until it is resumed"
+                    ),
                 },
             },
         },

@@ -7,16 +7,18 @@ Two kinds of figures:
   registry — per process, like every Prometheus client; sum them across
   processes in the query;
 - figures read from PostgreSQL at scrape time (jobs by status, queue depth,
-  the duration of recently completed jobs, packages on disk, and the
-  cleanup totals every worker's retention runs add to), so they are the
-  same whichever process is scraped and need no worker endpoint. That read
+  the duration of recently completed jobs, packages on disk, the cleanup
+  totals every worker's retention runs add to, which kinds are paused, the
+  webhook delivery attempts by outcome), so
+  they are the same whichever process is scraped and need no worker
+  endpoint. That read
   has a deadline: with the database down, /metrics still answers at once with
   the process metrics and `exportd_database_up 0`.
 
 /metrics needs no token; keep it on an internal network. So that no request
 can grow it, every label value comes from a fixed set: the route template
 of the route table (or `unmatched`), one of KNOWN_METHODS (or `other`), the
-status code exportd answered.
+status code exportd answered, the kinds of this process's configuration.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from daemon.db.metrics import CLEANUP_TOTALS, read_figures
+from daemon.db.metrics import CLEANUP_TOTALS, WEBHOOK_OUTCOMES, read_figures
 from daemon.models import JobStatus
 from web.context import api_context
 
@@ -111,8 +113,9 @@ def _route(scope: Scope) -> str:
 class DatabaseFigures(Collector):
     """The figures read from PostgreSQL for one scrape."""
 
-    def __init__(self, rows: dict[str, Any] | None) -> None:
+    def __init__(self, rows: dict[str, Any] | None, kinds: Iterable[str] = ()) -> None:
         self.rows = rows
+        self.kinds = list(kinds)  # the label values of exportd_kind_paused
 
     def collect(self) -> Iterator[Any]:
         up = GaugeMetricFamily("exportd_database_up", "1 when this scrape could read the database")
@@ -145,12 +148,29 @@ class DatabaseFigures(Collector):
         size = GaugeMetricFamily("exportd_package_bytes", "Bytes of the packages in storage")
         size.add_metric([], int(self.rows["package_bytes"]))
         yield size
+        paused = GaugeMetricFamily(
+            "exportd_kind_paused",
+            "1 while the kind is paused (its pending jobs wait), else 0",
+            labels=["kind"],
+        )
+        for kind in self.kinds:
+            paused.add_metric([kind], 1 if kind in self.rows["paused"] else 0)
+        yield paused
         # Totals of every cleanup run so far, whichever process ran it.
         totals = self.rows["cleanup"]
         for name, help_text in CLEANUP_TOTALS.items():
             counter = CounterMetricFamily(f"exportd_cleanup_{name}", help_text)
             counter.add_metric([], int(totals.get(name, 0)))
             yield counter
+        # Webhook delivery attempts of every worker, by outcome (a fixed set).
+        deliveries = CounterMetricFamily(
+            "exportd_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered: a 2xx answer)",
+            labels=["outcome"],
+        )
+        for outcome in WEBHOOK_OUTCOMES:
+            deliveries.add_metric([outcome], int(self.rows["webhooks"].get(outcome, 0)))
+        yield deliveries
 
     @staticmethod
     def _durations(rows: dict[str, Any]) -> GaugeHistogramMetricFamily:
@@ -186,5 +206,6 @@ def _exposition(registries: Iterable[CollectorRegistry]) -> bytes:
 
 async def metrics(request: Request) -> Response:
     figures = CollectorRegistry()
-    figures.register(DatabaseFigures(await _read_figures(request)))
+    kinds = api_context(request).registry.names()
+    figures.register(DatabaseFigures(await _read_figures(request), kinds))
     return Response(_exposition((REGISTRY, figures)), media_type=CONTENT_TYPE_LATEST)

@@ -17,7 +17,10 @@ from starlette.responses import JSONResponse
 from daemon import __version__
 from daemon.actions import MAX_DELAY_SECONDS
 from daemon.db.jobs import MAX_PAGE
+from daemon.links import MAX_TOKEN_LENGTH
 from daemon.models import JobStatus
+from web import admin, me
+from web.admin_keys import schemas as key_schemas
 from web.job_json import schemas as job_schemas
 from web.kinds import schemas as kind_schemas
 
@@ -58,7 +61,7 @@ RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "se
 # Answers any authenticated endpoint may give.
 COMMON = {
     "401": _error(
-        "Missing, malformed, expired or wrongly signed token",
+        "Missing, malformed, expired or wrongly signed token; unknown, revoked or expired API key",
         "UNAUTHORIZED",
         headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
     ),
@@ -87,6 +90,9 @@ def _schemas() -> dict[str, Any]:
     return {
         **job_schemas(),
         **kind_schemas(),
+        **key_schemas(),
+        **admin.schemas(),
+        **me.schemas(),
         "Error": {
             "type": "object",
             "required": ["status", "code", "message", "timestamp"],
@@ -118,6 +124,16 @@ def _schemas() -> dict[str, Any]:
                 "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
                 "delay_seconds": {"type": "number", "minimum": 0, "maximum": MAX_DELAY_SECONDS},
                 "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+                "notify_url": {
+                    "type": "string",
+                    "format": "uri",
+                    "maxLength": 2048,
+                    "description": (
+                        "Webhook endpoint for this job's events (http or https, no"
+                        " credentials); accepted only when its host is in the server's"
+                        " EXPORTD_WEBHOOK_ALLOWED_HOSTS, else 400 VALIDATION_ERROR"
+                    ),
+                },
             },
         },
     }
@@ -125,7 +141,8 @@ def _schemas() -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh dict: callers may not share mutations)."""
-    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    # A JWT or an API key (exk_…: as the bearer credential, or in X-API-Key).
+    secured: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
     download_headers = {
         name: {"schema": {"type": "string"}}
         for name in (
@@ -181,6 +198,116 @@ def document() -> dict[str, Any]:
                 "multipart/byteranges": {"schema": {"type": "string", "format": "binary"}},
             },
         },
+        "302": {
+            "description": (
+                "With S3 storage (EXPORTD_S3_DOWNLOAD=redirect, the default): fetch the bytes,"
+                " Range and resume included, from the presigned URL in Location, valid"
+                " EXPORTD_S3_URL_TTL seconds"
+            ),
+            "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+        },
+    }
+    link_errors = {
+        "403": _error("Not a link this server signed, or its package was replaced", "LINK_INVALID"),
+        "404": _error("The job is not completed", "PACKAGE_NOT_READY"),
+        "410": _error("The link or the package expired", "LINK_EXPIRED", "PACKAGE_EXPIRED"),
+        "416": download_errors["416"],
+        "429": COMMON["429"],
+        "503": download_errors["503"],
+    }
+    token_parameter = {
+        "name": "token",
+        "in": "path",
+        "required": True,
+        "schema": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_-]+[.][A-Za-z0-9_-]+$",
+            "maxLength": MAX_TOKEN_LENGTH,
+        },
+        "description": "The signed token of a link made by POST /api/v1/jobs/{job_id}/links",
+    }
+    link_parameters = [token_parameter, *download_parameters[1:]]
+    links_paths = {
+        "/api/v1/jobs/{job_id}/links": {
+            "post": {
+                "operationId": "createLink",
+                "summary": "A signed download link a browser can follow without a header",
+                "security": secured,
+                "parameters": [JOB_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "expires_in": {
+                                        "type": "integer",
+                                        "minimum": 60,
+                                        "maximum": 365 * 24 * 3600,
+                                        "default": 3600,
+                                        "description": "seconds; never past the package's expiry",
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "The link",
+                        "content": {
+                            JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {
+                                        "data": {
+                                            "type": "object",
+                                            "required": ["url", "expires_at"],
+                                            "properties": {
+                                                "url": {"type": "string", "format": "uri"},
+                                                "expires_at": {
+                                                    "type": "string",
+                                                    "format": "date-time",
+                                                },
+                                            },
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **BY_ID,
+                    "404": download_errors["404"],
+                    "410": download_errors["410"],
+                    "413": _error("The body is too large", "PAYLOAD_TOO_LARGE"),
+                    **COMMON,
+                },
+            }
+        },
+        "/api/v1/links/{token}": {
+            "get": {
+                "operationId": "followLink",
+                "summary": "The package, as the download endpoint serves it, for a signed link",
+                "security": [],
+                "parameters": link_parameters,
+                "responses": {**download_ok, **link_errors},
+            },
+            "head": {
+                "operationId": "headLink",
+                "summary": "The link's download headers without the body",
+                "security": [],
+                "parameters": link_parameters,
+                "responses": {
+                    "200": {"description": "Headers of the whole package"},
+                    "206": {"description": "Headers of the range"},
+                    "302": {"description": "With S3 storage: the presigned URL in Location"},
+                    **{k: {"description": v["description"]} for k, v in link_errors.items()},
+                },
+            },
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -192,7 +319,12 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A JWT, or an API key (exk_…)",
+                },
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
             "schemas": _schemas(),
         },
@@ -224,6 +356,13 @@ def document() -> dict[str, Any]:
                         "409": _error("Same Idempotency-Key, other body", "IDEMPOTENCY_CONFLICT"),
                         "413": _error("Body larger than 64 KiB", "PAYLOAD_TOO_LARGE"),
                         **COMMON,
+                        "429": _error(
+                            "Too many requests for this subject, or too many of the owner's"
+                            " exports waiting to run (EXPORTD_OWNER_MAX_PENDING)",
+                            "RATE_LIMITED",
+                            "TOO_MANY_EXPORTS",
+                            headers=RETRY_AFTER,
+                        ),
                     },
                 },
                 "get": {
@@ -336,6 +475,7 @@ def document() -> dict[str, Any]:
                     },
                 },
             },
+            **links_paths,
             "/api/v1/jobs/{job_id}/events": {
                 "get": {
                     "operationId": "jobEvents",
@@ -375,12 +515,16 @@ def document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        # From the process's own registry: no database, so no 503.
-                        "401": COMMON["401"],
-                        "429": COMMON["429"],
+                        # From the process's own registry: no database, except
+                        # to check an API key (503 while it cannot be read).
+                        **COMMON,
                     },
                 }
             },
+            **_admin_key_paths(secured),
+            **_admin_kind_paths(secured),
+            **admin.openapi_paths(secured, COMMON, _error),
+            **me.openapi_paths(secured, COMMON),
             "/healthz": {
                 "get": {
                     "operationId": "healthz",
@@ -423,6 +567,140 @@ def document() -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _admin_key_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """/api/v1/admin/keys: admins only (a JWT with the admin role, or an admin key)."""
+    not_admin = _error("Only admins may manage API keys", "FORBIDDEN")
+
+    def one(schema: str, description: str) -> dict[str, Any]:
+        body = {"type": "object", "required": ["data"], "properties": {"data": _ref(schema)}}
+        return {"description": description, "content": {JSON: {"schema": body}}}
+
+    return {
+        "/api/v1/admin/keys": {
+            "get": {
+                "operationId": "listApiKeys",
+                "summary": "Every API key (never the key itself), newest first",
+                "security": secured,
+                "parameters": [
+                    {
+                        "name": "owner",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "Only the keys acting as this subject",
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "All of them: one page",
+                        "content": {
+                            JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["data", "next_cursor"],
+                                    "properties": {
+                                        "data": {"type": "array", "items": _ref("ApiKey")},
+                                        "next_cursor": {"type": "null"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("Unknown parameter or bad owner", "VALIDATION_ERROR"),
+                    "403": not_admin,
+                    **COMMON,
+                },
+            },
+            "post": {
+                "operationId": "createApiKey",
+                "summary": "Make an API key; the answer is the only place the key appears",
+                "security": secured,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("CreateApiKey")}},
+                },
+                "responses": {
+                    "201": {
+                        **one("NewApiKey", "Created; `key` is shown this once"),
+                        "headers": {"Cache-Control": {"schema": {"const": "no-store"}}},
+                    },
+                    "400": _error("Bad owner, name, expiry or rate limit", "VALIDATION_ERROR"),
+                    "403": not_admin,
+                    "413": _error("Body larger than 64 KiB", "PAYLOAD_TOO_LARGE"),
+                    **COMMON,
+                },
+            },
+        },
+        "/api/v1/admin/keys/{prefix}/revoke": {
+            "post": {
+                "operationId": "revokeApiKey",
+                "summary": "Revoke a key: every API process refuses it within seconds",
+                "security": secured,
+                "parameters": [
+                    {
+                        "name": "prefix",
+                        "in": "path",
+                        "required": True,
+                        "description": "The key's public prefix (with or without exk_)",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": one("ApiKey", "The key, revoked (again: unchanged)"),
+                    "400": _error("Not a key prefix", "VALIDATION_ERROR"),
+                    "403": not_admin,
+                    "404": _error("No key has this prefix", "KEY_NOT_FOUND"),
+                    **COMMON,
+                },
+            }
+        },
+    }
+
+
+def _admin_kind_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """/api/v1/admin/kinds/{kind}/pause|resume: admins only (DESIGN §13)."""
+    kind = {
+        "name": "kind",
+        "in": "path",
+        "required": True,
+        "description": "A kind this server knows (GET /api/v1/kinds)",
+        "schema": {"type": "string"},
+    }
+    answer = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": _ref("Kind")},
+    }
+
+    def operation(operation_id: str, summary: str, done: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "operationId": operation_id,
+                "summary": summary,
+                "security": secured,
+                "parameters": [kind],
+                "responses": {
+                    "200": {"description": done, "content": {JSON: {"schema": answer}}},
+                    "403": _error("Only admins may pause or resume kinds", "FORBIDDEN"),
+                    "404": _error("No kind has this name", "KIND_NOT_FOUND"),
+                    **COMMON,
+                },
+            }
+        }
+
+    return {
+        "/api/v1/admin/kinds/{kind}/pause": operation(
+            "pauseKind",
+            "Hold a kind: its pending jobs wait on every worker, running ones finish",
+            "The kind, paused (pausing it again changes nothing)",
+        ),
+        "/api/v1/admin/kinds/{kind}/resume": operation(
+            "resumeKind",
+            "Let a paused kind's jobs run again, at once",
+            "The kind, not paused (resuming it again changes nothing)",
+        ),
     }
 
 

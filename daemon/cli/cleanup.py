@@ -16,7 +16,7 @@ from daemon.cli.output import console
 from daemon.config import Settings
 from daemon.db.connect import aconnect, database_url
 from daemon.maintenance.cleanup import Cleanup, CleanupReport
-from daemon.storage.local import PackageStorage
+from daemon.storage.select import open_storage
 
 
 def add_command(commands: Any) -> None:
@@ -34,9 +34,7 @@ def add_command(commands: Any) -> None:
 
 async def _cleanup(settings: Settings, url: str, dry_run: bool) -> CleanupReport:
     async with aconnect(url) as conn:
-        return await Cleanup(settings, PackageStorage(settings.storage_dir)).run(
-            conn, dry_run=dry_run
-        )
+        return await Cleanup(settings, open_storage(settings)).run(conn, dry_run=dry_run)
 
 
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,7 +13,6 @@ import asyncio
 import getpass
 import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,8 @@ from daemon.errors import ParamError
 from daemon.kinds.catalog import load_kinds
 from daemon.kinds.registry import Kind, KindRegistry
 from daemon.models import Job, JobStatus
-from daemon.storage.local import PackageStorage
+from daemon.storage.backend import Storage
+from daemon.storage.select import open_storage
 
 
 def add_command(commands: Any) -> None:
@@ -100,7 +100,13 @@ async def _export(
     )
     owner = args.owner or getpass.getuser()
     async with aconnect(url) as conn:
-        job, _ = await create_export(conn, registry, request, owner_id=owner)
+        job, _ = await create_export(
+            conn,
+            registry,
+            request,
+            owner_id=owner,
+            max_pending=settings.owner_max_pending or None,
+        )
         console.print(f"created job {job.job_id} ({job.kind} for {owner})")
         if not args.wait:
             return EXIT_OK
@@ -148,6 +154,17 @@ async def _next_event(listener: JobEventListener, job_id: UUID) -> None:
             continue
 
 
+def _copy_package(storage: Storage, relative: str, output: Path) -> str:
+    """Write the package to `output` chunk by chunk (from a file or from the
+    bucket); its sha256."""
+    digest = hashlib.sha256()
+    with output.open("wb") as target:
+        for chunk in storage.read(relative):
+            digest.update(chunk)
+            target.write(chunk)
+    return digest.hexdigest()
+
+
 def _report(job: Job, settings: Settings, output: Path | None) -> int:
     if job.status is not JobStatus.COMPLETED:
         print(
@@ -158,9 +175,7 @@ def _report(job: Job, settings: Settings, output: Path | None) -> int:
     size = job.package_size_bytes or 0
     console.print(f"completed: {size} bytes, sha256 {job.package_sha256}")
     if output is not None and job.package_path:
-        source = PackageStorage(settings.storage_dir).resolve(job.package_path)
-        shutil.copyfile(source, output)
-        digest = hashlib.sha256(output.read_bytes()).hexdigest()
+        digest = _copy_package(open_storage(settings), job.package_path, output)
         if digest != job.package_sha256:
             print(
                 f"exportd: {output}: sha256 mismatch (package changed while copying?)",

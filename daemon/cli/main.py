@@ -17,7 +17,20 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from daemon import __version__
-from daemon.cli import cleanup, export, jobs, kinds, migrate, stop, token, up, web, worker
+from daemon.cli import (
+    cleanup,
+    export,
+    jobs,
+    keys,
+    kinds,
+    migrate,
+    stop,
+    token,
+    up,
+    web,
+    webhooks,
+    worker,
+)
 from daemon.cli.output import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from daemon.config import Settings, load_settings
 from daemon.errors import ConfigError, ExportdError
@@ -37,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"exportd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (migrate, token, worker, export, jobs, kinds, cleanup, web, up):
+    for group in (migrate, token, keys, worker, export, jobs, kinds, webhooks, cleanup, web, up):
         group.add_command(commands)
     # Commands of other installed packages, found by entry point.
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):

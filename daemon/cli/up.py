@@ -2,8 +2,9 @@
 
 Starts the embedded PostgreSQL server when no database is configured,
 applies migrations, sets up the demo exports (without EXPORTD_EXPORTS_FILE),
-and runs the API and a worker in one process; prints a banner with a token
-and pasteable curl commands once both are ready.
+and runs the API and a worker in one process; prints a banner with a token,
+pasteable curl commands and a one-click link to the web page once both are
+ready.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from daemon.db.migrations import Migrator
 from daemon.db.urls import describe
 from daemon.kinds.catalog import load_kinds
 from daemon.kinds.demo import install_demo
-from daemon.tokens import ensure_secret, mint_token
+from daemon.tokens import ensure_link_secret, ensure_secret, mint_token
 
 
 def add_command(commands: Any) -> None:
@@ -50,6 +51,7 @@ def _up(settings: Settings, sock: socket.socket) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.jwt_public_key_file is None:
         ensure_secret(settings)
+    ensure_link_secret(settings)
     user = getpass.getuser() or "dev"
     # `up` is the command that may create the embedded server.
     with database_url(settings, create=True) as url:
@@ -73,6 +75,9 @@ def _up(settings: Settings, sock: socket.socket) -> int:
                 print(f"  a token for {user!r} (7 days): {token}")
                 print(f'  export TOKEN="{token}"')
                 print(_demo_curl(base) if "orders" in registry else "")
+                # The token rides in the fragment, which a browser never sends:
+                # no server log or proxy sees it, and the page drops it at once.
+                print(f"  or in a browser (one click signs you in): {base}/#token={token}")
             data_env = (
                 ""
                 if settings.data_dir == Path(".exportd")

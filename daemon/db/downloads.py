@@ -40,7 +40,7 @@ class Download:
     subject: str | None
     range_header: str | None
     status_code: int
-    bytes_sent: int
+    bytes_sent: int | None  # None: a 302 to object storage
     started_at: datetime
     finished_at: datetime | None
     completed: bool

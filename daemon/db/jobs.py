@@ -21,7 +21,13 @@ from psycopg.rows import RowMaker, class_row, dict_row
 from psycopg.types.json import Jsonb
 
 from daemon.db.queries import named_queries
-from daemon.errors import ConstraintViolation, IdempotencyConflict, InvalidTransition, JobNotFound
+from daemon.errors import (
+    ConstraintViolation,
+    IdempotencyConflict,
+    InvalidTransition,
+    JobNotFound,
+    TooManyExports,
+)
 from daemon.models import Job, JobStatus, NewJob
 
 Q = named_queries("jobs")
@@ -88,12 +94,15 @@ async def create_job(
     task: str,
     now: datetime | None = None,
     request_hash: str | None = None,
+    max_pending: int | None = None,
 ) -> Job:
     """Insert a pending job and defer its queue entry, atomically (one statement).
 
     An (owner, idempotency key) already used raises IdempotencyConflict and
     writes nothing, queue entry included. `request_hash` is stored for a later
-    replay of the key to compare with (`find_stored_request`).
+    replay of the key to compare with (`find_stored_request`). An owner who
+    already has `max_pending` jobs waiting gets TooManyExports, and nothing
+    is written either (None: no limit).
     """
     job = await _fetch_one(
         conn,
@@ -107,12 +116,15 @@ async def create_job(
             "idempotency_key": new.idempotency_key,
             "scheduled_at": new.scheduled_at,
             "request_hash": request_hash,
+            "max_pending": max_pending,
+            "notify_url": new.notify_url,
             "queue": queue,
             "task": task,
             "now": now,
         },
     )
-    assert job is not None  # the insert returns its row
+    if job is None:
+        raise TooManyExports(f"at most {max_pending} exports may wait to run per owner")
     return job
 
 

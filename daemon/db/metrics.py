@@ -2,7 +2,7 @@
 cleanup totals it reports.
 
 One pooled connection, a 2 s statement timeout (a scrape never queues behind
-a slow statement), four statements of `sql/queries/metrics.sql`.
+a slow statement), the statements of `sql/queries/metrics.sql`.
 
 Retention runs in a worker (or `exportd cleanup`), which serves no /metrics:
 each run adds its figures to `exportd.maintenance_totals` (migration 0005)
@@ -19,6 +19,10 @@ from daemon.db.connect import Connection
 from daemon.db.queries import named_queries
 
 Q = named_queries("metrics")
+
+# The outcomes of a webhook delivery attempt (exportd.webhook_deliveries),
+# each a value of the `outcome` label of exportd_webhook_deliveries_total.
+WEBHOOK_OUTCOMES = ("delivered", "rejected", "timeout", "unreachable", "refused")
 
 # The figures a cleanup run adds to, and the help text of each counter
 # `exportd_cleanup_{name}_total`. `runs` counts the runs themselves.
@@ -44,6 +48,8 @@ class Figures:
     packages: int
     package_bytes: int
     cleanup: dict[str, int]  # CLEANUP_TOTALS name -> total so far
+    paused: list[str]  # paused kinds
+    webhooks: dict[str, int]  # WEBHOOK_OUTCOMES name -> delivery attempts so far
 
 
 async def read_figures(conn: Connection, buckets: Sequence[float]) -> Figures:
@@ -54,6 +60,8 @@ async def read_figures(conn: Connection, buckets: Sequence[float]) -> Figures:
         cur = await conn.execute(Q["job_figures"], {"buckets": list(buckets)})
         row: Any = await cur.fetchone()
         cleanup = await (await conn.execute(Q["cleanup_totals"])).fetchall()
+        paused = await (await conn.execute(Q["paused_kinds"])).fetchall()
+        webhooks = await (await conn.execute(Q["webhook_totals"])).fetchall()
     finally:
         await conn.execute(Q["end_scrape"])
     assert row is not None
@@ -68,6 +76,8 @@ async def read_figures(conn: Connection, buckets: Sequence[float]) -> Figures:
         packages=int(packages),
         package_bytes=int(package_bytes),
         cleanup={str(name): int(total) for name, total in cleanup},
+        paused=sorted(str(kind) for (kind,) in paused),
+        webhooks={str(outcome): int(total) for outcome, total in webhooks},
     )
 
 

@@ -10,6 +10,9 @@ Each table under `exports` is a kind named by its key (DESIGN §4):
     statement_timeout = "5min"          # optional: 30s, 5min, 1h… or milliseconds
     max_attempts = 3                    # optional
     queue = "exports"                   # optional
+    max_running = 2                     # optional: at most 2 run at once, all workers
+    timeout = "10min"                   # optional: deadline of one attempt
+    max_package_bytes = "2GB"           # optional: bytes, or with kB/MB/GB/TB/KiB/MiB/GiB/TiB
 
     [exports.orders.params]
     since = { type = "date", required = false, default = "1970-01-01" }
@@ -55,7 +58,9 @@ VARIABLE = "EXPORTD_EXPORTS_FILE"
 TYPES = ("sql", "files")
 FILES_STEP_TITLE = "Collecting files"
 
-_COMMON_KEYS = frozenset({"title", "type", "max_attempts", "queue"})
+_COMMON_KEYS = frozenset(
+    {"title", "type", "max_attempts", "queue", "max_running", "timeout", "max_package_bytes"}
+)
 _KEYS = {
     "sql": _COMMON_KEYS | {"format", "database_url", "statement_timeout", "params", "queries"},
     "files": _COMMON_KEYS | {"root", "include", "exclude"},
@@ -72,6 +77,20 @@ _PERCENT = re.compile(r"%(?:(?P<literal>%)|\((?P<name>[^)]*)\)(?P<conv>.?)|(?P<o
 _TIME_UNITS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$")
 _MAX_TIMEOUT_MS = 2**31 - 1  # statement_timeout is an int of milliseconds
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_MAX_BYTES = 2**63 - 1  # package_size_bytes is a bigint
 
 
 def load_exports_file(path: Path, *, default_database_url: str) -> list[Kind]:
@@ -125,8 +144,28 @@ def _kind(name: str, table: Any, default_database_url: str) -> Kind:
     if not _QUEUE_NAME.match(queue):
         _fail(f"{where}.queue: must be 1-63 letters, digits, '_', '.', ':' or '-'")
     params = _params(table.get("params", {}), where) if kind_type == "sql" else {}
+    max_running = table.get("max_running")
+    if max_running is not None and (
+        isinstance(max_running, bool) or not isinstance(max_running, int) or max_running < 1
+    ):
+        _fail(f"{where}.max_running: must be an integer >= 1")
+    timeout = None
+    if "timeout" in table:
+        timeout = _timeout_ms(table["timeout"], f"{where}.timeout") / 1000
+    max_bytes = None
+    if "max_package_bytes" in table:
+        max_bytes = _size_bytes(table["max_package_bytes"], f"{where}.max_package_bytes")
     try:
-        kind = Kind(name, title=title, params=params, max_attempts=max_attempts, queue=queue)
+        kind = Kind(
+            name,
+            title=title,
+            params=params,
+            max_attempts=max_attempts,
+            queue=queue,
+            max_running=max_running,
+            timeout=timeout,
+            max_package_bytes=max_bytes,
+        )
     except KindError as exc:
         _fail(f"{where}: {exc}")
     if kind_type == "sql":
@@ -268,6 +307,22 @@ def _timeout_ms(raw: Any, where: str) -> int:
     if not 1 <= ms <= _MAX_TIMEOUT_MS:
         _fail(f"{where}: must be between 1ms and about 24 days (leave it out for no timeout)")
     return round(ms)
+
+
+def _size_bytes(raw: Any, where: str) -> int:
+    """A byte count: an integer, or a string like "500MB", "2 GiB" (kB = 1000)."""
+    problem = f"{where}: must be a number of bytes like 1000000, '500MB' or '2GiB', got {raw!r}"
+    if isinstance(raw, bool):
+        _fail(problem)
+    if isinstance(raw, int):
+        size = float(raw)
+    elif isinstance(raw, str) and (match := _SIZE.match(raw)) and match[2].lower() in _SIZE_UNITS:
+        size = float(match[1]) * _SIZE_UNITS[match[2].lower()]
+    else:
+        _fail(problem)
+    if not 1 <= size <= _MAX_BYTES:
+        _fail(f"{where}: must be at least 1 byte (leave it out for no limit)")
+    return int(size)
 
 
 def _add_files(kind: Kind, table: Mapping[str, Any], where: str) -> None:

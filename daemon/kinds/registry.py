@@ -19,13 +19,20 @@ or built from the exports file (`daemon/kinds/exports_file.py`). Modules named i
 `EXPORTD_KINDS` and entry points of the group `exportd.kinds` are scanned
 for `Kind` objects (an entry point may also name a single Kind or a callable
 returning kinds).
+
+Limits are keyword arguments of `Kind` (DESIGN §13), the exports file has
+the same keys: `max_running=1` (at most one of this kind's exports runs at
+once, across all workers), `timeout=120.0` (seconds: an attempt running
+longer is cancelled, recorded as failed with "deadline exceeded" and retried
+while attempts remain), `max_package_bytes=10**9` (a larger package fails
+the attempt, and no part of it is kept).
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -40,6 +47,8 @@ if TYPE_CHECKING:
 StepFn = Callable[["ExportContext"], Awaitable[Any]]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# An attempt's deadline, like a statement timeout, fits PostgreSQL's int of ms.
+MAX_TIMEOUT_SECONDS = (2**31 - 1) // 1000
 ENTRY_POINT_GROUP = "exportd.kinds"
 
 
@@ -71,6 +80,10 @@ class Kind:
     steps: list[Step] = field(default_factory=list)
     max_attempts: int | None = None
     queue: str = "exports"
+    # Fairness and limits (DESIGN §13); None: no limit.
+    max_running: int | None = None
+    timeout: float | None = None  # seconds per attempt
+    max_package_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -82,6 +95,22 @@ class Kind:
             raise KindError(f"kind {self.name!r}: 'owner_id' is reserved and cannot be a param")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise KindError(f"kind {self.name!r}: max_attempts must be >= 1")
+        for name in ("max_running", "max_package_bytes"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise KindError(f"kind {self.name!r}: {name} must be an integer >= 1")
+        timeout = self.timeout
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= MAX_TIMEOUT_SECONDS
+        ):
+            raise KindError(
+                f"kind {self.name!r}: timeout must be a number of seconds > 0 "
+                f"and at most {MAX_TIMEOUT_SECONDS} (about 24 days)"
+            )
 
     def step(self, title: str) -> Callable[[StepFn], Step]:
         """Decorator: append a step to this kind."""
@@ -127,9 +156,10 @@ class Kind:
         """Validated params as Python values (dates as `date`, …); undeclared are None."""
         return {name: spec.convert(params.get(name)) for name, spec in self.params.items()}
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, *, paused: bool = False) -> dict[str, Any]:
         """What `GET /api/v1/kinds` and `exportd kinds ls` show of this kind
-        (DESIGN §16). `paused` is always false: kinds cannot be paused yet."""
+        (DESIGN §16); whether it is paused is stored in the database, so the
+        caller, which read it there, says."""
         return {
             "kind": self.name,
             "title": self.title,
@@ -141,7 +171,7 @@ class Kind:
                 }
                 for name, spec in self.params.items()
             },
-            "paused": False,
+            "paused": paused,
         }
 
 
@@ -174,9 +204,13 @@ class KindRegistry:
     def names(self) -> list[str]:
         return sorted(self._kinds)
 
-    def describe(self) -> list[dict[str, Any]]:
-        """Every kind's `Kind.describe()`, by name."""
-        return [self._kinds[name].describe() for name in self.names()]
+    def describe(self, paused: Collection[str] = ()) -> list[dict[str, Any]]:
+        """Every kind's `Kind.describe()`, by name; `paused` names the paused ones."""
+        return [self._kinds[name].describe(paused=name in paused) for name in self.names()]
+
+    def running_limits(self) -> dict[str, int]:
+        """{kind: max_running} of the kinds that set one (the worker's fetch)."""
+        return {kind.name: kind.max_running for kind in self if kind.max_running is not None}
 
     def __iter__(self) -> Any:
         return iter(self._kinds[name] for name in self.names())

@@ -29,7 +29,7 @@ from daemon.db.connect import Connection
 from daemon.db.metrics import CLEANUP_TOTALS, add_cleanup_totals
 from daemon.maintenance import downloads as open_downloads
 from daemon.maintenance import expire, prune, sweep
-from daemon.storage.local import PackageStorage
+from daemon.storage.backend import Orphan, Storage
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Cleanup:
     def __init__(
         self,
         settings: Settings,
-        storage: PackageStorage,
+        storage: Storage,
         *,
         batch_size: int | None = None,
     ) -> None:
@@ -163,7 +163,7 @@ class Cleanup:
 
     async def sweep_orphans(
         self, conn: Connection, report: CleanupReport, *, now: datetime | None = None
-    ) -> list[sweep.Orphan]:
+    ) -> list[Orphan]:
         """Remove (dry run: list) what no row references, past the grace period."""
         return await sweep.sweep_orphans(
             conn,

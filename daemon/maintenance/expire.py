@@ -1,6 +1,6 @@
 """Package expiry: packages past `package_expires_at` leave storage.
 
-The row is marked first (committed) and the file unlinked after: a download
+The row is marked first (committed) and the file or object deleted after: a download
 that already opened the file finishes it, a new request sees the row and gets
 410. A file that cannot be unlinked (permissions) is logged; its row no
 longer points at it, so the orphan sweep of the next tick tries again — it
@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daemon.db import maintenance
 from daemon.db.connect import Connection
 from daemon.db.maintenance import ExpiredPackage
-from daemon.storage.layout import SCRATCH_DIRS
-from daemon.storage.local import PackageStorage, UnsafePath
+from daemon.errors import ExportdError
+from daemon.storage.backend import Storage, UnsafeLocation
 
 if TYPE_CHECKING:
     # Only for annotations: cleanup.py imports this module to run it.
@@ -31,7 +30,7 @@ log = logging.getLogger("daemon.maintenance.cleanup")
 
 async def expire_packages(
     conn: Connection,
-    storage: PackageStorage,
+    storage: Storage,
     report: CleanupReport,
     *,
     batch_size: int,
@@ -50,9 +49,7 @@ async def expire_packages(
             return
 
 
-def _unlink_batch(
-    storage: PackageStorage, packages: list[ExpiredPackage], report: CleanupReport
-) -> None:
+def _unlink_batch(storage: Storage, packages: list[ExpiredPackage], report: CleanupReport) -> None:
     for package in packages:
         if _unlink_package(storage, package):
             report.packages_deleted += 1
@@ -61,39 +58,22 @@ def _unlink_batch(
             report.failures += 1
 
 
-def _unlink_package(storage: PackageStorage, package: ExpiredPackage) -> bool:
-    """False only when the file could not be deleted; a path leaving the
-    root is refused and counts as done (it is not ours to delete)."""
+def _unlink_package(storage: Storage, package: ExpiredPackage) -> bool:
+    """False only when the package could not be deleted; a path exportd
+    never writes is refused and counts as done (it is not ours to delete)."""
     try:
-        path = storage.resolve(package.package_path)
-        path.unlink()
-    except FileNotFoundError:
-        pass  # already gone: the goal is reached
-    except UnsafePath:
+        storage.delete(package.package_path)
+    except UnsafeLocation:
         log.warning(
-            "expired package path leaves the storage root; not touched",
+            "expired package path is not one exportd writes; not touched",
             extra={"job_id": str(package.job_id), "action": "cleanup.expire"},
         )
-    except OSError as exc:
+    except (OSError, ExportdError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         log.warning(
             "cannot delete an expired package (%s); the orphan sweep retries it",
-            exc.strerror,
+            reason,
             extra={"job_id": str(package.job_id), "action": "cleanup.expire"},
         )
         return False
-    else:
-        remove_empty_parents(path.parent, storage.root)
     return True
-
-
-def remove_empty_parents(directory: Path, root: Path) -> None:
-    """Drop the `<aa>/<job_id>/` directories a deletion left empty (never
-    the scratch directories, which every running job writes into)."""
-    while directory != root and root in directory.parents:
-        if directory.name in SCRATCH_DIRS:
-            return
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-        directory = directory.parent

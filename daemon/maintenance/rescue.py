@@ -5,7 +5,8 @@ procrastinate lists the jobs whose worker's heartbeat is older than
 records each such attempt as `lost` and retries the job with backoff, fails
 it when no attempt is left, or ends a pending cancellation. It runs as a
 periodic task every half of that threshold, and for an attempt that ended
-without being settled.
+without being settled. The same tick queues again the webhook deliveries
+a stalled worker was making (`daemon.maintenance.webhooks.retry_stalled`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from procrastinate import manager
 from daemon.config import Settings
 from daemon.db import attempts
 from daemon.db.pools import Pool
+from daemon.maintenance import webhooks
 from daemon.tasks import EXPORT_TASK
 
 log = logging.getLogger(__name__)
@@ -41,4 +43,5 @@ async def rescue_stalled(jobs: manager.JobManager, pool: Pool, settings: Setting
         rescued += outcome in ("retried", "failed", "cancelled")
     if rescued:
         log.warning("rescued %d stalled export(s)", rescued, extra={"action": "rescue"})
+    await webhooks.retry_stalled(jobs, settings)
     return rescued

@@ -1,4 +1,4 @@
-"""Package storage: the one directory tree packages live in.
+"""The local backend: packages in one directory tree (the default).
 
 The names under the storage root (`<aa>/<job_id>/…` packages, `.tmp/`
 packages being written, `.work/` work directories) are in `layout`.
@@ -16,19 +16,19 @@ import os
 import secrets
 import shutil
 import stat
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path, PurePosixPath
-from uuid import UUID
+from typing import IO, Any
 
-from daemon.errors import ExportdError
-from daemon.storage import layout
+from daemon.storage import layout, local_walk
+from daemon.storage.backend import Attempt, Orphan, UnsafeLocation
+from daemon.storage.layout import TMP_DIR, WORK_DIR
 
-# Re-exported: callers imported these from here before `layout` existed.
-from daemon.storage.layout import TMP_DIR as TMP_DIR
-from daemon.storage.layout import WORK_DIR as WORK_DIR
+READ_CHUNK = 1024 * 1024
 
 
-class UnsafePath(ExportdError):
+class UnsafePath(UnsafeLocation):
     """A stored path would leave the storage root."""
 
 
@@ -58,28 +58,54 @@ def make_dirs(path: Path, mode: int = layout.DIR_MODE) -> None:
         os.chmod(directory, mode)
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """Identifies one attempt of one run of a job (names its files)."""
+class WorkArea:
+    """Work directories of running steps: `<base>/.work/<attempt>-<token>/`,
+    private (0700), on this host's disk whatever the backend."""
 
-    job_id: UUID
-    run: int
-    attempt: int
+    def __init__(self, base: Path) -> None:
+        self.base = base.resolve()
 
     @property
-    def label(self) -> str:
-        return layout.attempt_label(self.job_id, self.run, self.attempt)
+    def work_root(self) -> Path:
+        return self.base / WORK_DIR
+
+    def ensure(self) -> None:
+        make_dirs(self.work_root)
+
+    def make_work_dir(self, attempt: Attempt) -> Path:
+        path = self.base / layout.work_dir_path(attempt.label, secrets.token_hex(4))
+        make_dirs(path.parent)
+        path.mkdir(mode=layout.WORK_DIR_MODE)
+        os.chmod(path, layout.WORK_DIR_MODE)
+        return path
+
+    def remove_tree(self, path: Path) -> None:
+        """Remove a work directory (never follows symlinks out of it)."""
+        shutil.rmtree(path, ignore_errors=True)
+
+    def old_entries(self, grace_seconds: float, now: datetime | None) -> list[Orphan]:
+        return local_walk.work_entries(self.work_root, grace_seconds, now)
+
+    def remove_orphans(self, orphans: Iterable[Orphan]) -> tuple[int, int, int]:
+        return local_walk.remove_orphans(self.base, orphans)
 
 
-class PackageStorage:
+class LocalStorage:
     """Creates work directories and temp files, publishes and deletes packages."""
+
+    name = "local"
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self.work = WorkArea(self.root)
 
     def ensure(self) -> None:
         for sub in ("", TMP_DIR, WORK_DIR):
             make_dirs(self.root / sub)
+
+    @property
+    def work_root(self) -> Path:
+        return self.work.work_root
 
     # -- paths ---------------------------------------------------------------
 
@@ -108,15 +134,10 @@ class PackageStorage:
     # -- work directories ------------------------------------------------------
 
     def make_work_dir(self, attempt: Attempt) -> Path:
-        path = self.root / layout.work_dir_path(attempt.label, secrets.token_hex(4))
-        make_dirs(path.parent)
-        path.mkdir(mode=layout.WORK_DIR_MODE)
-        os.chmod(path, layout.WORK_DIR_MODE)
-        return path
+        return self.work.make_work_dir(attempt)
 
     def remove_tree(self, path: Path) -> None:
-        """Remove a work directory (never follows symlinks out of it)."""
-        shutil.rmtree(path, ignore_errors=True)
+        self.work.remove_tree(path)
 
     # -- packages ------------------------------------------------------------
 
@@ -134,6 +155,9 @@ class PackageStorage:
         return layout.package_path(
             attempt.job_id, attempt.run, attempt.attempt, secrets.token_hex(4)
         )
+
+    def open_writer(self, attempt: Attempt) -> LocalPackageWriter:
+        return LocalPackageWriter(self, attempt)
 
     def publish(self, temp: Path, relative: str) -> Path:
         """Atomically move a finished temp file to its final relative path."""
@@ -157,3 +181,61 @@ class PackageStorage:
             except OSError:
                 break
         return True
+
+    def size(self, relative: str) -> int | None:
+        try:
+            info = os.lstat(self.resolve(relative))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+    def read(self, relative: str) -> Iterator[bytes]:
+        fd = os.open(self.resolve(relative), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as source:
+            while chunk := source.read(READ_CHUNK):
+                yield chunk
+
+    # -- the orphan sweep ----------------------------------------------------------
+
+    def old_entries(self, grace_seconds: float, now: datetime | None) -> list[Orphan]:
+        return local_walk.old_entries(self.root, grace_seconds, now)
+
+    def remove_orphans(self, orphans: Iterable[Orphan]) -> tuple[int, int, int]:
+        return local_walk.remove_orphans(self.root, orphans)
+
+
+class LocalPackageWriter:
+    """A package written to a temp file under `.tmp/` and moved into place
+    with one `os.replace` (same file system: atomic) once it is complete."""
+
+    def __init__(self, storage: LocalStorage, attempt: Attempt) -> None:
+        self.storage = storage
+        self.temp = storage.temp_package_path(attempt)
+        self._relative = storage.final_path(attempt)
+        self._file: IO[bytes] | None = self.temp.open("xb")
+
+    @property
+    def relative(self) -> str:
+        return self._relative
+
+    def write(self, data: Any, /) -> int:
+        if self._file is None:
+            raise ValueError("the package writer is closed")
+        return self._file.write(data)
+
+    def publish(self) -> None:
+        """fsync, then rename into place: a crash never leaves a torn package
+        under a name a row may point to."""
+        if self._file is None:
+            raise ValueError("the package writer is closed")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        self.storage.publish(self.temp, self._relative)
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.temp.unlink(missing_ok=True)

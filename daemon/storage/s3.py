@@ -41,6 +41,7 @@ from daemon.storage import layout
 from daemon.storage.s3_errors import (
     ObjectMissing,
     RangeNotSatisfiable,
+    S3Refused,
     S3RequestFailed,
     S3Unavailable,
     UnsafeKey,
@@ -48,6 +49,7 @@ from daemon.storage.s3_errors import (
     is_transient,
     translate,
 )
+from daemon.storage.s3_names import BUCKET, parse_storage_url, valid_parts
 from daemon.storage.s3_upload import CONTENT_TYPE, PackageUpload
 
 if TYPE_CHECKING:
@@ -60,36 +62,9 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 _T = TypeVar("_T")
 
-# Key parts as exportd writes them (hex, uuid, `r1-a1-…tar.gz`) and prefixes an
-# operator may choose; anything else in a row is refused, like `UnsafePath`.
-_KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _MAX_KEY_BYTES = 1024
 _RANGE = re.compile(r"bytes=[0-9]*-[0-9]*")  # one range, as S3 serves
-
-
-# Answers a later attempt may not get again (S3's own advice: retry with backoff).
-def parse_storage_url(url: str) -> tuple[str, str]:
-    """`s3://BUCKET/PREFIX` → (bucket, prefix without slashes at either end).
-
-    The prefix may be empty (`s3://BUCKET`); its parts follow the key rules.
-    Raises ValueError with a message naming what is wrong (not the URL).
-    """
-    scheme, sep, rest = url.partition("://")
-    if scheme != "s3" or not sep:
-        raise ValueError("expected s3://BUCKET/PREFIX")
-    bucket, _, prefix = rest.partition("/")
-    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise ValueError("the bucket name must be 3-63 of a-z, 0-9, '.', '-'")
-    prefix = prefix.strip("/")
-    if prefix and not _valid_parts(prefix):
-        raise ValueError("the prefix may only hold A-Z, a-z, 0-9, '.', '_', '-' and '/'")
-    return bucket, prefix
-
-
-def _valid_parts(path: str) -> bool:
-    return all(_KEY_PART.fullmatch(part) and part not in (".", "..") for part in path.split("/"))
 
 
 class StoredObject(NamedTuple):
@@ -131,10 +106,10 @@ class S3Storage:
         AWS_* environment, config files, an instance role). Path-style
         addressing with a custom endpoint (SeaweedFS, MinIO, Ceph), virtual
         hosts on AWS."""
-        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        if not BUCKET.fullmatch(bucket) or ".." in bucket:
             raise ValueError("the bucket name must be 3-63 of a-z, 0-9, '.', '-'")
         checked = prefix.strip("/")
-        if checked and not _valid_parts(checked):
+        if checked and not valid_parts(checked):
             raise ValueError("the prefix may only hold A-Z, a-z, 0-9, '.', '_', '-' and '/'")
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
@@ -189,6 +164,13 @@ class S3Storage:
     def _join(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
+    def key_of(self, relative: str) -> str:
+        """The object key of a stored package path (a row's `package_path`,
+        relative to the prefix); UnsafeKey for anything exportd never writes."""
+        if not isinstance(relative, str) or not relative or not valid_parts(relative):
+            raise UnsafeKey("refusing a package path exportd never writes")
+        return self.check_key(self._join(relative))
+
     def check_key(self, key: str) -> str:
         """`key` itself when it lies under the configured prefix and has only
         the parts exportd writes; UnsafeKey otherwise (a row is not trusted)."""
@@ -200,7 +182,7 @@ class S3Storage:
         if not isinstance(key, str) or len(key.encode("utf-8", "replace")) > _MAX_KEY_BYTES:
             raise UnsafeKey("refusing an object key that is not a short string")
         head = f"{self.prefix}/" if self.prefix else ""
-        if not key.startswith(head) or not _valid_parts(key[len(head) :]):
+        if not key.startswith(head) or not valid_parts(key[len(head) :]):
             raise UnsafeKey("refusing an object key outside the configured prefix")
         return key[len(head) :]
 
@@ -228,6 +210,17 @@ class S3Storage:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- objects -----------------------------------------------------------------------
+
+    def check(self) -> None:
+        """One HeadBucket: the store answers, the credentials are accepted and
+        the bucket exists (S3Refused / S3Unavailable with a safe message)."""
+        try:
+            self.call("HeadBucket", lambda: self.client.head_bucket(Bucket=self.bucket))
+        except S3RequestFailed as exc:
+            # A HEAD answer has no body: a missing bucket is a bare 404.
+            if exc.code in ("404", "NotFound", "NoSuchBucket"):
+                raise S3Refused("object storage refused the request (no such bucket)") from exc
+            raise
 
     def open_upload(self, job_id: UUID, run: int, attempt: int) -> PackageUpload:
         """A writer streaming this attempt's package to a fresh key."""
@@ -259,7 +252,7 @@ class S3Storage:
     def list_keys(self, under: str = "", *, page_size: int = 1000) -> Iterator[StoredObject]:
         """Every object below the prefix (and below `under`, relative to it, e.g.
         `ab/`), page by page (ListObjectsV2 continuation tokens)."""
-        if under and not _valid_parts(under.rstrip("/")):
+        if under and not valid_parts(under.rstrip("/")):
             raise UnsafeKey("refusing a listing prefix outside the configured prefix")
         head = f"{self.prefix}/" if self.prefix else ""
         list_prefix = head + under

@@ -11,6 +11,7 @@ import re
 import botocore.exceptions
 
 from daemon.errors import ExportdError
+from daemon.storage.backend import UnsafeLocation
 
 _TRANSIENT_CODES = frozenset(
     {
@@ -73,7 +74,7 @@ class RangeNotSatisfiable(S3Error):
     """A Range the object cannot satisfy (the store answered 416)."""
 
 
-class UnsafeKey(ExportdError):
+class UnsafeKey(UnsafeLocation):
     """An object key (from a row) is not under the configured prefix, or not a
     key exportd could have written. Mirrors `local.UnsafePath`."""
 

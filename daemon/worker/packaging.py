@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from daemon import __version__
 from daemon.errors import PackagingError
@@ -45,9 +45,9 @@ GZIP_WBITS = 31  # zlib's "gzip header and trailer" mode
 
 @dataclass(frozen=True)
 class BuiltPackage:
-    """A finished archive on disk, not yet published."""
+    """A finished archive, not yet published; `path` when built into a file."""
 
-    path: Path
+    path: Path | None
     size_bytes: int
     sha256: str
     manifest: dict[str, Any]
@@ -56,7 +56,7 @@ class BuiltPackage:
 class _HashingWriter(io.RawIOBase):
     """Counts and hashes every byte on its way to the file."""
 
-    def __init__(self, target: IO[bytes]) -> None:
+    def __init__(self, target: Sink) -> None:
         self.target = target
         self.digest = hashlib.sha256()
         self.size = 0
@@ -84,7 +84,7 @@ class _ParallelGzipWriter(io.RawIOBase):
     without a pool: small exports pay nothing for the parallel path.
     """
 
-    def __init__(self, target: IO[bytes] | io.RawIOBase, *, level: int, threads: int) -> None:
+    def __init__(self, target: Sink, *, level: int, threads: int) -> None:
         self.target = target
         self.level = level
         self.threads = threads
@@ -181,15 +181,24 @@ def _open_regular(path: Path) -> tuple[IO[bytes], os.stat_result]:
     return os.fdopen(fd, "rb", buffering=CHUNK), info
 
 
+class Sink(Protocol):
+    """Where the compressed bytes go: storage's package writer."""
+
+    def write(self, data: Any, /) -> int: ...
+
+
 def build_package(
-    target: Path,
+    target: Path | Sink,
     files: list[PackageFile],
     *,
     top_dir: str,
     manifest_header: Mapping[str, Any],
     threads: int | None = None,
 ) -> BuiltPackage:
-    """Write `files` and a manifest into `target` (a temp path). Blocking: run in a thread.
+    """Write `files` and a manifest into `target`. Blocking: run in a thread.
+
+    `target` is storage's writer (the worker), or a path that must not exist
+    yet (created, written and fsync-ed here: tests and benchmarks).
 
     `threads` compress in parallel; None means every core this process may use.
     """
@@ -197,42 +206,54 @@ def build_package(
     threads = compression_threads() if threads is None else threads
     if len(set(names)) != len(names):
         raise PackagingError("two files in the package have the same name")
+    if isinstance(target, Path):
+        with target.open("xb") as raw:
+            built = _write_archive(raw, files, names, top_dir, manifest_header, threads)
+            raw.flush()
+            os.fsync(raw.fileno())
+        return BuiltPackage(target, built.size_bytes, built.sha256, built.manifest)
+    return _write_archive(target, files, names, top_dir, manifest_header, threads)
+
+
+def _write_archive(
+    raw: Sink,
+    files: list[PackageFile],
+    names: list[str],
+    top_dir: str,
+    manifest_header: Mapping[str, Any],
+    threads: int,
+) -> BuiltPackage:
     entries: list[dict[str, Any]] = []
-    with target.open("xb") as raw:
-        hashing = _HashingWriter(raw)
-        gz = _ParallelGzipWriter(hashing, level=COMPRESS_LEVEL, threads=threads)
-        try:
-            with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for item, name in zip(files, names, strict=True):
-                    source, info = _open_regular(item.source)
-                    with source:
-                        member = _member(f"{top_dir}/{name}", info.st_size, info.st_mtime)
-                        reader = _HashingReader(source)
-                        tar.addfile(member, reader)
-                    entry: dict[str, Any] = {
-                        "path": name,
-                        "size": reader.size,
-                        "sha256": reader.digest.hexdigest(),
-                    }
-                    if item.rows is not None:
-                        entry["rows"] = item.rows
-                    entries.append(entry)
-                manifest = {**manifest_header, "exportd_version": __version__, "files": entries}
-                body = (
-                    json.dumps(manifest, indent=2, ensure_ascii=False, default=str).encode() + b"\n"
-                )
-                tar.addfile(
-                    _member(f"{top_dir}/manifest.json", len(body), datetime.now(UTC).timestamp()),
-                    io.BytesIO(body),
-                )
-            gz.finish()
-        except BaseException:
-            gz.abandon()
-            raise
-        raw.flush()
-        os.fsync(raw.fileno())
+    hashing = _HashingWriter(raw)
+    gz = _ParallelGzipWriter(hashing, level=COMPRESS_LEVEL, threads=threads)
+    try:
+        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for item, name in zip(files, names, strict=True):
+                source, info = _open_regular(item.source)
+                with source:
+                    member = _member(f"{top_dir}/{name}", info.st_size, info.st_mtime)
+                    reader = _HashingReader(source)
+                    tar.addfile(member, reader)
+                entry: dict[str, Any] = {
+                    "path": name,
+                    "size": reader.size,
+                    "sha256": reader.digest.hexdigest(),
+                }
+                if item.rows is not None:
+                    entry["rows"] = item.rows
+                entries.append(entry)
+            manifest = {**manifest_header, "exportd_version": __version__, "files": entries}
+            body = json.dumps(manifest, indent=2, ensure_ascii=False, default=str).encode() + b"\n"
+            tar.addfile(
+                _member(f"{top_dir}/manifest.json", len(body), datetime.now(UTC).timestamp()),
+                io.BytesIO(body),
+            )
+        gz.finish()
+    except BaseException:
+        gz.abandon()
+        raise
     return BuiltPackage(
-        path=target, size_bytes=hashing.size, sha256=hashing.digest.hexdigest(), manifest=manifest
+        path=None, size_bytes=hashing.size, sha256=hashing.digest.hexdigest(), manifest=manifest
     )
 
 

@@ -6,10 +6,11 @@ completed), and guarantees:
 
 - steps run in order; a step that raises, or a cancellation, rolls back the
   steps that finished, in reverse, then re-raises;
-- the package is built in a temp file, published under a name unique to the
-  attempt, and deleted again whenever the completion is known not to have
-  committed: refused (the job was cancelled or taken over meanwhile), or
-  never attempted (a cancellation arrived while publishing). A cancellation
+- the package is streamed into storage's writer (a temp file, or a
+  multipart upload), published under a name unique to the attempt, and
+  deleted again whenever the completion is known not to have committed:
+  refused (the job was cancelled or taken over meanwhile), or never
+  attempted (a cancellation arrived while publishing). A cancellation
   that arrives while the completion runs waits for its outcome first (one
   short statement), so that outcome is known too. Only when the completion
   itself failed with an unknown outcome is the file left to the orphan sweep
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 from daemon.kinds.context import ExportContext, JobCancelled, safe_error
 from daemon.kinds.registry import Kind, Step
 from daemon.models import package_name
-from daemon.storage.local import Attempt, PackageStorage
+from daemon.storage.backend import Attempt, PackageWriter, Storage
 from daemon.worker.packaging import BuiltPackage, build_package
 
 PACKAGING_TITLE = "Packaging"
@@ -86,7 +87,7 @@ def rollback_failed(ctx: ExportContext) -> bool:
 async def execute(
     kind: Kind,
     ctx: ExportContext,
-    storage: PackageStorage,
+    storage: Storage,
     complete: Callable[[Published], Awaitable[bool]],
 ) -> Published:
     """One attempt from first step to committed completion.
@@ -106,27 +107,29 @@ async def execute(
         finished_all = True
         await ctx.reporter.enter_step(len(kind.steps), PACKAGING_TITLE)
         ctx.reporter.stop()
-        temp = storage.temp_package_path(attempt)
+        writer: PackageWriter = await asyncio.to_thread(storage.open_writer, attempt)
+        relative = writer.relative
         try:
             built = await asyncio.to_thread(
                 build_package,
-                temp,
+                writer,
                 ctx.files,
                 top_dir=package_name(ctx.job.kind, ctx.job.created_at).removesuffix(".tar.gz"),
                 manifest_header=_manifest_header(ctx),
             )
             await ctx.check_cancelled()
-            relative = storage.final_path(attempt)
             try:
-                # The thread moves the file whether or not this task is
-                # cancelled meanwhile: wait for it, so the delete below
-                # cannot run before the file appears.
-                _, cancel = await _to_the_end(asyncio.to_thread(storage.publish, temp, relative))
+                # The thread publishes (renames the file, completes the
+                # upload) whether or not this task is cancelled meanwhile:
+                # wait for it, so the delete below cannot run before the
+                # package appears.
+                _, cancel = await _to_the_end(asyncio.to_thread(writer.publish))
             except BaseException:
                 await _discard(storage, relative, ctx)
                 raise
         finally:
-            temp.unlink(missing_ok=True)
+            # A temp file or an unfinished upload; nothing after a publish.
+            await asyncio.to_thread(writer.discard)
         if cancel is not None:
             await _discard(storage, relative, ctx)  # completion never attempted
             raise cancel
@@ -179,7 +182,7 @@ async def _to_the_end(operation: Awaitable[T]) -> tuple[T, asyncio.CancelledErro
             return future.result(), exc  # it ended just as the cancellation came
 
 
-async def _discard(storage: PackageStorage, relative: str, ctx: ExportContext) -> None:
+async def _discard(storage: Storage, relative: str, ctx: ExportContext) -> None:
     """Delete a package no committed row points to. A failure is logged, not
     raised: the orphan sweep removes the file later."""
     try:

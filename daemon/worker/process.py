@@ -14,7 +14,12 @@ Around procrastinate's Worker it adds what an operator of a daemon expects:
   stops its own heartbeat before waiting (its issue #1585), which would let
   another worker's rescue re-run a job that is still running here;
 - systemd notifications: READY=1 once registered, WATCHDOG=1 at half the
-  watchdog interval, STOPPING=1 on shutdown.
+  watchdog interval, STOPPING=1 on shutdown;
+- webhook deliveries (queue `webhooks`) on a procrastinate Worker of their
+  own, with EXPORTD_WEBHOOK_CONCURRENCY slots: a receiver that takes its
+  time holds a delivery slot, never an export's. The export Worker serves
+  the other queues (`exports` and those of the configured kinds); `--queue`
+  picks among both.
 """
 
 from __future__ import annotations
@@ -34,8 +39,11 @@ from procrastinate.worker import Worker
 from daemon.config import Settings
 from daemon.db.connect import translated_errors
 from daemon.db.migrations import schema_is_current
+from daemon.db.pools import pooled
 from daemon.errors import DatabaseUnavailable, MigrationError
 from daemon.kinds.registry import KindRegistry
+from daemon.maintenance import webhooks
+from daemon.tasks import DEFAULT_QUEUE, WEBHOOK_QUEUE
 from daemon.worker.runtime import ExportRuntime
 from daemon.worker.sdnotify import SystemdNotifier
 
@@ -69,13 +77,15 @@ class WorkerDaemon:
         self.database_url = database_url
         self.concurrency = concurrency or settings.worker_concurrency
         self.queues = list(queues) if queues else None
+        self.export_queues, self.serves_webhooks = split_queues(self.queues, registry)
         self.notifier = notifier or SystemdNotifier()
+        webhook_slots = settings.webhook_concurrency if self.serves_webhooks else 0
         self.runtime = ExportRuntime(
-            settings, database_url, registry, pool_size=self.concurrency + 4
+            settings, database_url, registry, pool_size=self.concurrency + webhook_slots + 4
         )
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
-        self._worker: Worker | None = None
+        self._workers: list[Worker] = []
 
     def stop(self) -> None:
         """Begin a graceful shutdown (idempotent; safe from a signal handler)."""
@@ -84,8 +94,8 @@ class WorkerDaemon:
         log.info("stop requested: finishing running exports", extra={"action": "worker.stop"})
         self.notifier.notify("STOPPING=1")
         self.stopping.set()
-        if self._worker is not None:
-            self._worker.stop()
+        for worker in self._workers:
+            worker.stop()
 
     @contextlib.contextmanager
     def signal_handlers(self) -> Iterator[None]:
@@ -166,64 +176,84 @@ class WorkerDaemon:
             await self.runtime.connector.close_async()
 
     async def _work(self) -> None:
-        """One procrastinate Worker on the open app, until it stops or fails."""
-        settings = self.settings
-        worker = Worker(
-            self.runtime.app,
-            queues=self.queues,
-            name="exportd",
-            concurrency=self.concurrency,
-            wait=True,
-            fetch_job_polling_interval=settings.poll_seconds,
-            abort_job_polling_interval=min(5.0, settings.poll_seconds),
-            shutdown_graceful_timeout=settings.shutdown_grace_seconds,
-            listen_notify=True,
-            install_signal_handlers=False,
-            update_heartbeat_interval=settings.heartbeat_seconds,
-            stalled_worker_timeout=settings.stalled_after_seconds,
-        )
-        self._worker = worker
-        run = asyncio.create_task(worker.run(), name="procrastinate worker")
-        announce = asyncio.create_task(self._announce_ready(worker))
+        """The procrastinate Workers on the open app (exports, webhook
+        deliveries), until they stop or one fails."""
+        async with pooled(self.runtime.pool) as conn:
+            await webhooks.sync_endpoints(conn, self.settings)
+        workers = self._make_workers()
+        self._workers = workers
+        runs = [asyncio.create_task(w.run(), name="procrastinate worker") for w in workers]
+        announce = asyncio.create_task(self._announce_ready(workers))
         drain_heartbeat: asyncio.Task[None] | None = None
         try:
             stop = asyncio.create_task(self.stopping.wait())
-            await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({*runs, stop}, return_when=asyncio.FIRST_COMPLETED)
             if self.stopping.is_set():
-                drain_heartbeat = asyncio.create_task(self._heartbeat_while_draining(worker))
-                worker.stop()
+                drain_heartbeat = asyncio.create_task(self._heartbeat_while_draining(workers))
+            for worker in workers:
+                worker.stop()  # asked to, or one of them ended: the others end too
             stop.cancel()
-            await run  # drains running exports; raises if the database went away
+            # Drains running exports; raises if the database went away.
+            for outcome in await asyncio.gather(*runs, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
         finally:
             announce.cancel()
             if drain_heartbeat is not None:
                 drain_heartbeat.cancel()
-            self._worker = None
+            self._workers = []
 
-    async def _announce_ready(self, worker: Worker) -> None:
+    def _make_workers(self) -> list[Worker]:
+        settings = self.settings
+        wanted: list[tuple[list[str], int, str]] = []
+        if self.export_queues:
+            wanted.append((self.export_queues, self.concurrency, "exportd"))
+        if self.serves_webhooks:
+            wanted.append(([WEBHOOK_QUEUE], settings.webhook_concurrency, "exportd-webhooks"))
+        return [
+            Worker(
+                self.runtime.app,
+                queues=queues,
+                name=name,
+                concurrency=concurrency,
+                wait=True,
+                fetch_job_polling_interval=settings.poll_seconds,
+                abort_job_polling_interval=min(5.0, settings.poll_seconds),
+                shutdown_graceful_timeout=settings.shutdown_grace_seconds,
+                listen_notify=True,
+                install_signal_handlers=False,
+                update_heartbeat_interval=settings.heartbeat_seconds,
+                stalled_worker_timeout=settings.stalled_after_seconds,
+            )
+            for queues, concurrency, name in wanted
+        ]
+
+    async def _announce_ready(self, workers: list[Worker]) -> None:
         # procrastinate offers no event for "registered"; poll its attribute.
-        while worker.worker_id is None:  # noqa: ASYNC110
+        while any(worker.worker_id is None for worker in workers):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if not self.ready.is_set():
             self.ready.set()
             self.notifier.notify("READY=1")
         log.info(
-            "worker %s ready (concurrency %d, queues %s)",
-            worker.worker_id,
+            "worker %s ready (concurrency %d, queues %s%s)",
+            ", ".join(str(worker.worker_id) for worker in workers),
             self.concurrency,
-            ", ".join(self.queues or ["all"]),
+            ", ".join(self.export_queues) or "none",
+            f"; webhooks: {self.settings.webhook_concurrency}" if self.serves_webhooks else "",
             extra={"action": "worker.ready"},
         )
 
-    async def _heartbeat_while_draining(self, worker: Worker) -> None:
+    async def _heartbeat_while_draining(self, workers: list[Worker]) -> None:
         """Keep this worker visibly alive while its running exports finish."""
         while True:
-            worker_id = worker.worker_id
-            if worker_id is not None:
-                try:
-                    await self.runtime.app.job_manager.update_heartbeat(worker_id)
-                except Exception as exc:
-                    log.warning("heartbeat failed while draining: %s", exc)
+            for worker in workers:
+                worker_id = worker.worker_id
+                if worker_id is not None:
+                    try:
+                        await self.runtime.app.job_manager.update_heartbeat(worker_id)
+                    except Exception as exc:
+                        log.warning("heartbeat failed while draining: %s", exc)
             await asyncio.sleep(self.settings.heartbeat_seconds)
 
     async def _watchdog(self) -> None:
@@ -259,6 +289,15 @@ async def in_daemon_thread(func: Callable[..., T], *args: object) -> T:
 
     threading.Thread(target=target, name=getattr(func, "__name__", "step"), daemon=True).start()
     return await future
+
+
+def split_queues(queues: list[str] | None, registry: KindRegistry) -> tuple[list[str], bool]:
+    """The export Worker's queues, and whether webhooks are delivered here.
+    No `--queue`: every queue an export of this configuration can be on,
+    and webhooks."""
+    if queues is None:
+        return sorted({DEFAULT_QUEUE} | {kind.queue for kind in registry}), True
+    return [q for q in queues if q != WEBHOOK_QUEUE], WEBHOOK_QUEUE in queues
 
 
 async def run_worker(

@@ -1,11 +1,14 @@
 """The procrastinate side of a worker: one App, its tasks, one attempt's run.
 
 `ExportRuntime` owns the procrastinate App (on a pool from `daemon.db.pools`)
-and registers exportd's tasks on it: the export itself, and the periodic
+and registers exportd's tasks on it: the export itself, the periodic
 maintenance tasks of `daemon.maintenance` (procrastinate defers each tick
-once, so one worker runs it). The start of an attempt is recorded by a
-trigger inside procrastinate's fetch transaction (migration 0003); its end by
-the `Settler` (`daemon.worker.settle`).
+once, so one worker runs it), and the webhook delivery
+(`daemon.maintenance.webhooks`, queue `webhooks`). Jobs are fetched fairly (`FairJobManager`,
+`daemon.worker.fair_fetch`); the start of an attempt is recorded by a trigger
+inside that fetch's transaction (migration 0003); its end by the `Settler`
+(`daemon.worker.settle`). An attempt runs within its kind's limits
+(`daemon.worker.limits`: deadline, package size).
 """
 
 from __future__ import annotations
@@ -22,17 +25,20 @@ from procrastinate.job_context import AbortReason
 from daemon.config import Settings
 from daemon.db import jobs as job_store
 from daemon.db.pools import Pool, connection_options, make_pool, pooled
-from daemon.errors import DatabaseUnavailable, UnknownKind
+from daemon.errors import DatabaseUnavailable, DeadlineExceeded, UnknownKind
 from daemon.kinds.context import ExportContext, JobCancelled, JobInfo, safe_error
 from daemon.kinds.registry import KindRegistry
-from daemon.maintenance import rescue
+from daemon.maintenance import rescue, webhooks
 from daemon.maintenance.cleanup import Cleanup, CleanupReport
 from daemon.maintenance.schedule import every
 from daemon.models import JobStatus
-from daemon.storage.local import Attempt, PackageStorage
+from daemon.storage.backend import Attempt
+from daemon.storage.select import open_storage
 from daemon.tasks import CLEANUP_TASK, DEFAULT_QUEUE, EXPORT_TASK, RESCUE_TASK
+from daemon.worker.fair_fetch import FairJobManager
+from daemon.worker.limits import attempt_deadline, capped_storage
 from daemon.worker.pipeline import execute, rollback_failed
-from daemon.worker.settle import Settler, SettlingJobManager
+from daemon.worker.settle import Settler
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ class ExportRuntime:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.storage = PackageStorage(settings.storage_dir)
+        self.storage = open_storage(settings)
         self.settled: set[int] = set()
         size = pool_size or settings.worker_concurrency + 4
         self.connector = PsycopgConnector(
@@ -62,7 +68,7 @@ class ExportRuntime:
             kwargs=connection_options(role),
         )
         self.app = App(connector=self.connector)
-        self.app.job_manager = SettlingJobManager(self.connector, self)
+        self.app.job_manager = FairJobManager(self.connector, self)
         self._register_tasks()
 
     @property
@@ -91,6 +97,9 @@ class ExportRuntime:
         async def cleanup(timestamp: int) -> None:
             await runtime.cleanup()
 
+        # Webhook deliveries: their own queue, served by their own worker.
+        webhooks.register(self.app, self.settings, lambda: runtime.pool)
+
     async def run_export(self, context: JobContext, args: dict[str, Any]) -> None:
         """The body of the procrastinate task: one attempt of one export."""
         queue_job = context.job
@@ -116,7 +125,9 @@ class ExportRuntime:
             ctx = ExportContext(info, kind, work_dir, self._write_progress)
             ctx.before_rollback = settler.before_rollback
             settler.ctx = ctx
-            await execute(kind, ctx, self.storage, settler.complete)
+            storage = capped_storage(self.storage, kind.max_package_bytes)
+            async with attempt_deadline(kind.timeout):
+                await execute(kind, ctx, storage, settler.complete)
         except asyncio.CancelledError:
             if settler.completed:
                 raise  # the abort came while the completion committed: settled
@@ -127,6 +138,11 @@ class ExportRuntime:
             raise
         except JobCancelled:
             await settler.cancelled()
+        except DeadlineExceeded as exc:
+            # (A deadline that came while the completion committed changes nothing.)
+            if not settler.completed:
+                log.warning("attempt failed: %s", safe_error(exc), extra=extra)
+                await settler.failed(exc, rollback_ok=ctx is None or not rollback_failed(ctx))
         except UnknownKind as exc:
             # This worker does not know the kind: another attempt here cannot help.
             log.error("cannot run: %s", safe_error(exc), extra=extra)

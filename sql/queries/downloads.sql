@@ -3,8 +3,11 @@
 -- when the response ends, however it ends (finished, client gone, error).
 
 -- name: start_download
-INSERT INTO exportd.downloads (job_id, subject, range_header, status_code, started_at)
+-- A 302 to object storage carries no byte count (NULL: the store sends the
+-- bytes, migration 0007); finish_download closes it like any other.
+INSERT INTO exportd.downloads (job_id, subject, range_header, status_code, bytes_sent, started_at)
 VALUES (%(job_id)s, %(subject)s, %(range_header)s, %(status_code)s,
+        CASE WHEN %(status_code)s = 302 THEN NULL ELSE 0 END,
         coalesce(%(now)s::timestamptz, now()))
 RETURNING download_id
 
@@ -19,7 +22,7 @@ RETURNING download_id
 -- concurrent completions are decided one after the other.
 WITH finished AS (
     UPDATE exportd.downloads
-       SET bytes_sent = %(bytes_sent)s,
+       SET bytes_sent = CASE WHEN status_code = 302 THEN NULL ELSE %(bytes_sent)s END,
            completed = %(completed)s,
            finished_at = coalesce(%(now)s::timestamptz, now())
      WHERE download_id = %(download_id)s

@@ -6,9 +6,13 @@
 -- together or not at all. The queue entry carries what the worker needs
 -- (kind, owner, params, run, max_attempts) so starting costs no extra read.
 -- request_hash (migration 0005) is what a replay of the Idempotency-Key is
--- compared with.
+-- compared with. No row at all when the owner already has max_pending jobs
+-- waiting (exportd.may_queue, migration 0009; NULL: no limit): nothing is
+-- written, queue entry included. notify_url (migration 0010) was checked
+-- against EXPORTD_WEBHOOK_ALLOWED_HOSTS by daemon/actions.py.
 WITH new AS (
     SELECT gen_random_uuid() AS job_id, coalesce(%(now)s::timestamptz, now()) AS created_at
+     WHERE exportd.may_queue(%(owner_id)s::text, %(max_pending)s::integer)
 ), queued AS (
     SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW(
         %(queue)s::text, %(task)s::text, %(priority)s::integer, NULL, NULL,
@@ -21,12 +25,13 @@ WITH new AS (
     FROM new
 )
 INSERT INTO exportd.jobs (job_id, kind, owner_id, params, priority, max_attempts, idempotency_key,
-                          request_hash, scheduled_at, created_at, updated_at, queue_job_id)
+                          request_hash, scheduled_at, created_at, updated_at, queue_job_id,
+                          notify_url)
 SELECT new.job_id, %(kind)s::text, %(owner_id)s::text, %(params)s::jsonb,
        %(priority)s::integer, %(max_attempts)s::integer, %(idempotency_key)s::text,
        %(request_hash)s::text,
        coalesce(%(scheduled_at)s::timestamptz, new.created_at), new.created_at, new.created_at,
-       queued.queue_job_id
+       queued.queue_job_id, %(notify_url)s::text
   FROM new, queued
 RETURNING *
 

@@ -43,6 +43,14 @@ SELECT (SELECT extract(epoch FROM now() - min(scheduled_at))::float8
        (SELECT coalesce(sum(package_size_bytes), 0)
           FROM exportd.jobs WHERE package_path IS NOT NULL) AS package_bytes
 
+-- name: paused_kinds
+-- Kinds an operator paused (migration 0009): their pending jobs wait.
+SELECT kind FROM exportd.paused_kinds
+
+-- name: webhook_totals
+-- Webhook delivery attempts so far, by outcome (migration 0010).
+SELECT outcome, total FROM exportd.webhook_totals
+
 -- name: cleanup_totals
 -- What every cleanup run so far has done (migration 0005), by figure.
 SELECT name, total FROM exportd.maintenance_totals

@@ -66,12 +66,14 @@ class NotifySocket:
 
 
 @contextmanager
-def worker(env: dict[str, str], tmp_path: Path, name: str) -> Iterator[subprocess.Popen[str]]:
-    """Start `exportd worker`, wait for READY=1, and make sure it is gone afterwards."""
+def worker(
+    env: dict[str, str], tmp_path: Path, name: str, *args: str
+) -> Iterator[subprocess.Popen[str]]:
+    """Start `exportd worker [args]`, wait for READY=1, and make sure it is gone afterwards."""
     notify = NotifySocket(tmp_path / f"{name}.sock")
     log = (tmp_path / f"{name}.log").open("w")
     proc = subprocess.Popen(
-        [EXPORTD, "worker"],
+        [EXPORTD, "worker", *args],
         env={**env, "NOTIFY_SOCKET": str(notify.path)},
         stdout=log,
         stderr=subprocess.STDOUT,

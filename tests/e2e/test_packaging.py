@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import psycopg
@@ -35,6 +36,11 @@ def test_wheel_install_runs_migrate(tmp_path: Path, empty_db_url: str) -> None:
         timeout=300,
     )
     (wheel,) = dist.glob("exportd-*.whl")
+    # The web pages and their assets ship inside the web package.
+    with zipfile.ZipFile(wheel) as archive:
+        shipped_files = set(archive.namelist())
+    for page in ("my-exports.html", "admin.html", "assets/style.css", "assets/my-exports.js"):
+        assert f"web/static/{page}" in shipped_files, page
 
     venv = tmp_path / "venv"
     subprocess.run(

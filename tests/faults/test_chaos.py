@@ -33,7 +33,7 @@ import psycopg
 import pytest
 
 from daemon.maintenance.cleanup import Cleanup
-from daemon.storage.local import PackageStorage
+from daemon.storage.local import LocalStorage
 from tests.api_helpers import SECRET, bearer
 from tests.e2e.processes import EXPORTD, poll_until, web, worker_env
 from tests.helpers import fast_settings
@@ -219,7 +219,7 @@ def check_invariants(db_url: str, storage: Path, created: list[tuple[str, dict[s
 
     async def sweep() -> None:
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            report = await Cleanup(settings, PackageStorage(storage)).run(
+            report = await Cleanup(settings, LocalStorage(storage)).run(
                 conn, now=datetime.now(UTC) + timedelta(seconds=1)
             )
             assert report.failures == 0

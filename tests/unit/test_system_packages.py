@@ -37,15 +37,16 @@ def test_without_root_one_line_names_the_missing_packages(tmp_path: Path) -> Non
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    for package in ("aria2", "wget", "systemd"):
+    for package in ("aria2", "wget", "systemd", "chromium"):
         assert package in lines[0]
     assert " curl" not in lines[0].split("apt-get install")[1]
 
 
 def test_nothing_to_do_when_every_tool_is_there(tmp_path: Path) -> None:
     tools = ["systemd-analyze", "curl", "wget", "aria2c"]
-    if shutil.which("nginx") is not None:
-        tools.append("nginx")
+    for optional in ("nginx", "chromium"):
+        if shutil.which(optional) is not None:
+            tools.append(optional)
     result = run_with_path(tmp_path, tools, uid=1000)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

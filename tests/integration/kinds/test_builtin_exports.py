@@ -20,7 +20,7 @@ from daemon.errors import ParamError
 from daemon.kinds.exports_file import load_exports_file
 from daemon.kinds.registry import KindRegistry
 from daemon.models import JobStatus
-from daemon.storage.local import PackageStorage
+from daemon.storage.local import LocalStorage
 from tests.helpers import fast_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -103,7 +103,7 @@ async def run_export(
         )
         done = await wait_for(aconn, job.job_id)
     assert done.status is JobStatus.COMPLETED, done.error_message
-    path = PackageStorage(settings.storage_dir).resolve(done.package_path or "")
+    path = LocalStorage(settings.storage_dir).resolve(done.package_path or "")
     assert hashlib.sha256(path.read_bytes()).hexdigest() == done.package_sha256
     return done, members(path)
 

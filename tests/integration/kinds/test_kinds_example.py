@@ -12,7 +12,7 @@ import pytest
 
 from daemon.kinds.registry import Kind, KindRegistry
 from daemon.models import JobStatus
-from daemon.storage.local import PackageStorage
+from daemon.storage.local import LocalStorage
 from tests.helpers import create, fast_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +41,7 @@ async def test_tool_export_renders_a_project(
         done = await wait_for(aconn, job.job_id)
     assert done.status is JobStatus.COMPLETED
     assert done.result == {"files": 4}
-    path = PackageStorage(settings.storage_dir).resolve(done.package_path or "")
+    path = LocalStorage(settings.storage_dir).resolve(done.package_path or "")
     with tarfile.open(path) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames()}
     assert names == {

@@ -22,7 +22,7 @@ from daemon.db import downloads
 from daemon.maintenance.cleanup import Cleanup, CleanupReport
 from daemon.maintenance.schedule import every
 from daemon.models import JobStatus
-from daemon.storage.local import PackageStorage
+from daemon.storage.local import LocalStorage
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.e2e.processes import EXPORTD, worker_env
 from tests.helpers import (
@@ -49,7 +49,7 @@ async def cleanup(
     conn: AConn, settings: Settings, *, now: datetime | None = None, **kwargs: Any
 ) -> CleanupReport:
     batch = kwargs.pop("batch_size", None)
-    return await Cleanup(settings, PackageStorage(settings.storage_dir), batch_size=batch).run(
+    return await Cleanup(settings, LocalStorage(settings.storage_dir), batch_size=batch).run(
         conn, now=now, **kwargs
     )
 

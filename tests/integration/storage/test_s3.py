@@ -19,7 +19,7 @@ import pytest
 
 from daemon.errors import is_permanent
 from daemon.storage import layout
-from daemon.storage.s3 import PART_SIZE, S3Storage, parse_storage_url
+from daemon.storage.s3 import PART_SIZE, S3Storage
 from daemon.storage.s3_errors import (
     ObjectMissing,
     RangeNotSatisfiable,
@@ -29,6 +29,7 @@ from daemon.storage.s3_errors import (
     is_transient,
     translate,
 )
+from daemon.storage.s3_names import parse_storage_url
 from tests.s3_server import SeaweedServer, free_ports
 
 PREFIX = "exports/test"

@@ -113,6 +113,7 @@ async def test_rs256_and_key_confusion(db_url: str, tmp_path: Path) -> None:
         jwt_public_key_file=public_path,
         jwt_public_key=public_path.read_text(),
         jwt_algorithms=("RS256",),
+        link_secret="a-link-secret-for-the-rs256-test-0123456789abcdef",
     )
     claims = {"sub": "alice", "exp": now() + 60}
     good = jwt.encode(claims, key, algorithm="RS256")

@@ -71,6 +71,8 @@ async def test_create_returns_202_location_and_the_job(db_url: str, tmp_path: Pa
         "updated_at",
         "started_at",
         "completed_at",
+        "notify_url",
+        "paused",
     }
 
 

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.maintenance.cleanup import Cleanup
-from daemon.storage.local import PackageStorage
+from daemon.storage.local import LocalStorage
 from tests.api_helpers import api_client, api_settings, bearer, live_app
 from tests.e2e.processes import EXPORTD, worker_env
 from tests.helpers import completed_job, create
@@ -146,7 +146,7 @@ async def test_cleanup_in_another_process_shows_on_the_api_metrics(
 
 async def test_cleanup_totals_add_up_across_runs(aconn: AConn, db_url: str, tmp_path: Path) -> None:
     settings = api_settings(tmp_path)
-    cleanup = Cleanup(settings, PackageStorage(settings.storage_dir))
+    cleanup = Cleanup(settings, LocalStorage(settings.storage_dir))
     for _ in range(2):
         await completed_job(aconn, settings, expires_in=-timedelta(days=1))
         report = await cleanup.run(aconn)
@@ -188,3 +188,25 @@ async def test_unknown_methods_are_4xx_and_mint_no_label_values(
     assert routes <= {route.path for route in app_routes()} | {"unmatched"}
     # The random methods added a handful of series (route x "other" x status), not 200.
     assert len(text) - len(baseline) < 8_000, len(text) - len(baseline)
+
+
+async def test_webhook_deliveries_by_outcome(aconn: AConn, db_url: str, tmp_path: Path) -> None:
+    """What the workers' attempts added up to, every outcome shown (0 too)."""
+    await aconn.execute(
+        "INSERT INTO exportd.webhook_totals (outcome, total)"
+        " VALUES ('delivered', 7), ('timeout', 2)"
+    )
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        found = await scrape(client)
+    by_outcome = {
+        labels[0][1]: value
+        for (name, labels), value in found.items()
+        if name == "exportd_webhook_deliveries_total"
+    }
+    assert by_outcome == {
+        "delivered": 7,
+        "rejected": 0,
+        "timeout": 2,
+        "unreachable": 0,
+        "refused": 0,
+    }

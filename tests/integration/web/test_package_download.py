@@ -34,7 +34,7 @@ from daemon.db import downloads
 from daemon.db import jobs as job_store
 from daemon.maintenance.cleanup import Cleanup
 from daemon.models import Job, JobStatus
-from daemon.storage.local import PackageStorage
+from daemon.storage.local import LocalStorage
 from tests.api_helpers import api_client, api_settings, bearer
 from tests.helpers import completed_job, create, running_worker, wait_for
 from web.package_download import human_size
@@ -423,7 +423,7 @@ async def test_worker_package_downloads_with_matching_sha(
     assert len(response.content) == status["package"]["size_bytes"]
     assert again["package"]["download_count"] == 1
     assert again["package"]["last_downloaded_at"] is not None
-    assert PackageStorage(settings.storage_dir).root == settings.storage_dir.resolve()
+    assert LocalStorage(settings.storage_dir).root == settings.storage_dir.resolve()
 
 
 # -- packages that are gone, and their directories ------------------------------
@@ -475,7 +475,7 @@ async def test_expired_but_not_yet_swept_is_410_and_reexportable(
     new_path = package_path(latest)
     assert new_path != old_path and (settings.storage_dir / old_path).exists()
     swept = await Cleanup(
-        replace(settings, orphan_grace_seconds=0), PackageStorage(settings.storage_dir)
+        replace(settings, orphan_grace_seconds=0), LocalStorage(settings.storage_dir)
     ).run(aconn, now=datetime.now(UTC) + timedelta(seconds=5))
     assert swept.orphans_removed == 1
     assert not (settings.storage_dir / old_path).exists()

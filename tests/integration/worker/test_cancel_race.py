@@ -27,7 +27,8 @@ import pytest
 from daemon.actions import cancel_export
 from daemon.kinds.context import ExportContext, JobCancelled, JobInfo
 from daemon.models import JobStatus
-from daemon.storage.local import Attempt, PackageStorage
+from daemon.storage.backend import Attempt
+from daemon.storage.local import LocalStorage
 from daemon.worker.pipeline import Published, execute
 from tests.helpers import (
     attempt_rows,
@@ -48,7 +49,7 @@ def package_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.tar.gz") if ".tmp" not in p.parts)
 
 
-class HeldPublishStorage(PackageStorage):
+class HeldPublishStorage(LocalStorage):
     """Real storage whose publishing thread, once the file is in place, waits
     for the test's go-ahead (so an abort can land exactly there)."""
 
@@ -93,7 +94,7 @@ class Attempted:
     """One pipeline run outside a worker: the `complete` callback is the test's."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.storage = PackageStorage(tmp_path / "packages")
+        self.storage = LocalStorage(tmp_path / "packages")
         self.storage.ensure()
         self.kind = kinds_registry().get("three-steps")
         info = JobInfo(

@@ -16,7 +16,7 @@ import pytest
 from daemon.actions import cancel_export
 from daemon.db import jobs as job_store
 from daemon.models import JobStatus
-from daemon.storage.local import PackageStorage
+from daemon.storage.local import LocalStorage
 from tests.helpers import attempt_rows, create, fast_settings, running_worker, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +38,7 @@ async def test_job_runs_to_a_verified_package(aconn: AConn, db_url: str, tmp_pat
     assert done.package_path is not None and done.completed_at is not None
     assert done.package_expires_at is not None
     assert (done.package_expires_at - done.completed_at).days == settings.package_retention_days
-    path = PackageStorage(settings.storage_dir).resolve(done.package_path)
+    path = LocalStorage(settings.storage_dir).resolve(done.package_path)
     data = path.read_bytes()
     assert len(data) == done.package_size_bytes
     assert hashlib.sha256(data).hexdigest() == done.package_sha256
