@@ -148,3 +148,9 @@ async def aconn(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         yield connection
     finally:
         await connection.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests run last: Playwright's sync API leaves an event loop
+    set on the main thread, which `asyncio.run` in later tests refuses."""
+    items.sort(key=lambda item: "tests/browser/" in item.nodeid.replace("\\", "/"))
