@@ -71,7 +71,11 @@ def wait_up(url: str) -> None:
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], env: dict[str, str], log: Path, *, stop_seconds: float = 30
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a process until the block ends; stopped by pid (SIGTERM, then SIGKILL
+    after `stop_seconds`: a worker may be finishing a large upload)."""
     with log.open("w") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -79,7 +83,7 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=stop_seconds)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

@@ -34,7 +34,6 @@ import hashlib
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,15 @@ from pathlib import Path
 
 import psycopg
 
-from bench.http import curl_mbps, free_port, peak_rss_mib, register_job, wait_up, write_package
+from bench.http import (
+    curl_mbps,
+    free_port,
+    peak_rss_mib,
+    process,
+    register_job,
+    wait_up,
+    write_package,
+)
 from daemon.db.embedded import EmbeddedPostgres
 from daemon.db.migrations import Migrator
 from tests.e2e.processes import NotifySocket
@@ -110,22 +117,6 @@ def local_env(env: dict[str, str], storage: Path) -> dict[str, str]:
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a process until the block ends; stopped by pid (SIGTERM, then SIGKILL)."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@contextmanager
 def worker(env: dict[str, str], base: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
     """`exportd worker`, once it has said READY=1."""
     notify = NotifySocket(base / f"{name}.sock")
@@ -134,6 +125,7 @@ def worker(env: dict[str, str], base: Path, name: str) -> Iterator[subprocess.Po
             [str(VENV_BIN / "exportd"), "worker"],
             {**env, "NOTIFY_SOCKET": str(notify.path)},
             base / f"{name}.log",
+            stop_seconds=60,
         ) as proc:
             deadline = time.monotonic() + 120
             while "READY=1" not in notify.messages:
@@ -230,11 +222,13 @@ def downloads(
             [web, "web", "--port", str(s3_port)],
             s3_env(env, server, bucket, work),
             base / "web-s3.log",
+            stop_seconds=60,
         ),
         process(
             [web, "web", "--port", str(local_port)],
             local_env(env, storage),
             base / "web-local.log",
+            stop_seconds=60,
         ),
     ):
         for port in (s3_port, local_port):

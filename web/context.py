@@ -78,28 +78,22 @@ class ApiContext:
         """Count one request of a key with its own limit ('600/minute', 'off')."""
         if text not in self._key_limits:
             self._key_limits[text] = _limit_item(parse_rate_limit(text))
-        limit = self._key_limits[text]
-        bucket = _KEY_BUCKET + prefix
+        self._hit(self._key_limits[text], _KEY_BUCKET + prefix, f"{text} for this API key")
+
+    def rate_limit(self, subject: str) -> None:
+        """Count one request of `subject`; 429 RATE_LIMITED past the limit.
+        Signed links are counted against the subject who created them."""
+        self._hit(self.limit, subject, f"{self.settings.rate_limit} per subject")
+
+    def _hit(self, limit: limits.RateLimitItem | None, bucket: str, described: str) -> None:
+        """Count one request in `bucket`; 429 RATE_LIMITED with Retry-After past `limit`."""
         if limit is not None and not self.limiter.hit(limit, bucket):
             stats = self.limiter.get_window_stats(limit, bucket)
             retry = max(1, int(stats.reset_time - time.time()) + 1)
             raise ApiError(
                 429,
                 "RATE_LIMITED",
-                f"too many requests; limit is {text} for this API key",
-                headers={"Retry-After": str(retry)},
-            )
-
-    def rate_limit(self, subject: str) -> None:
-        """Count one request of `subject`; 429 RATE_LIMITED past the limit.
-        Signed links are counted against the subject who created them."""
-        if self.limit is not None and not self.limiter.hit(self.limit, subject):
-            stats = self.limiter.get_window_stats(self.limit, subject)
-            retry = max(1, int(stats.reset_time - time.time()) + 1)
-            raise ApiError(
-                429,
-                "RATE_LIMITED",
-                f"too many requests; limit is {self.settings.rate_limit} per subject",
+                f"too many requests; limit is {described}",
                 headers={"Retry-After": str(retry)},
             )
 

@@ -16,9 +16,7 @@ checked after every test.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from tests.api_helpers import SECRET, token
-from tests.e2e.processes import EXPORTD, free_port, wait_until_up, worker, worker_env
+from tests.e2e.processes import web, worker, worker_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -98,37 +96,12 @@ def site_env(db_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     )
 
 
-@contextmanager
-def web_server(env: dict[str, str], log: Path) -> Iterator[str]:
-    """`exportd web` on a free loopback port that is also its public URL (the
-    signed download links it hands out are absolute)."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [EXPORTD, "web", "--host", "127.0.0.1", "--port", str(port)],
-            env={**env, "EXPORTD_PUBLIC_URL": base},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until_up(f"{base}/healthz", proc)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-
-
 @pytest.fixture
 def site(db_url: str, tmp_path: Path) -> Iterator[Site]:
     """exportd web and a worker on the test's database."""
     env = site_env(db_url, tmp_path)
     log = tmp_path / "web.log"
-    with worker(env, tmp_path, "worker"), web_server(env, log) as base:
+    with worker(env, tmp_path, "worker"), web(env, tmp_path) as base:
         yield Site(base, db_url, env, log)
 
 

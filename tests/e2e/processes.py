@@ -168,16 +168,17 @@ def wait_until_up(url: str, proc: subprocess.Popen[Any]) -> None:
 
 @contextmanager
 def web(env: dict[str, str], tmp_path: Path, name: str = "web") -> Iterator[str]:
-    """Start `exportd web` on a free loopback port; yields its base URL."""
+    """Start `exportd web` on a free loopback port; yields its base URL, which
+    is also its public URL (the signed links it hands out are absolute)."""
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     log = (tmp_path / f"{name}.log").open("w")
     proc = subprocess.Popen(
         [EXPORTD, "web", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
+        env={"EXPORTD_PUBLIC_URL": base, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{base}/healthz", proc)
         yield base
