@@ -4,7 +4,9 @@ One answer holds what an operator would otherwise read with psql (DESIGN
 §15): per kind, how many exports wait, run and failed in the last hour, how
 old the oldest waiting one is and whether the kind is paused; the workers
 and their heartbeats; the running exports with the worker that holds each;
-the stalled ones; the last 50 failures with their errors. All of it comes
+the stalled ones; the last 50 failures with their errors; the webhook
+endpoints whose receivers keep failing (their URLs without query string or
+fragment, where an application may have put a token). All of it comes
 from one database snapshot (`daemon.db.dashboard`). Every kind this server
 knows is listed, with zeros when nothing of it is active; a kind that is no
 longer configured but still has active jobs is listed too (`known: false`).
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -58,7 +61,14 @@ def dashboard_json(figures: Dashboard, registry: KindRegistry) -> dict[str, Any]
         "running": [_plain(asdict(j)) for j in figures.running],
         "stalled": [_plain(asdict(j)) for j in figures.stalled],
         "failures": [_plain(asdict(j)) for j in figures.failures],
+        "webhooks": [{**_plain(asdict(w)), "url": _without_query(w.url)} for w in figures.webhooks],
     }
+
+
+def _without_query(url: str) -> str:
+    """Scheme, host and path: a query string or fragment may carry a receiver's token."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _kinds(rows: list[KindFigures], registry: KindRegistry) -> list[dict[str, Any]]:
@@ -122,6 +132,7 @@ def schemas() -> dict[str, Any]:
                 "running": {"type": "array", "items": ref["DashboardRunningJob"]},
                 "stalled": {"type": "array", "items": ref["DashboardStalledJob"]},
                 "failures": {"type": "array", "items": ref["DashboardFailure"]},
+                "webhooks": {"type": "array", "items": ref["DashboardFailingWebhook"]},
             }
         ),
         "DashboardKind": _object(
@@ -188,6 +199,26 @@ def schemas() -> dict[str, Any]:
                 "failed_at": _TIMESTAMP,
             }
         ),
+        "DashboardFailingWebhook": _object(
+            {
+                "url": {
+                    "type": "string",
+                    "description": "The endpoint, without query string or fragment",
+                },
+                "configured": {
+                    "type": "boolean",
+                    "description": "Configured by the operator (false: a job's notify_url)",
+                },
+                "pending": {**_COUNT, "description": "Events queued for delivery"},
+                "failing": {
+                    **_COUNT,
+                    "description": "Events not delivered after at least one attempt",
+                },
+                "last_error": {"type": ["string", "null"]},
+                "last_error_at": _NULLABLE_TIMESTAMP,
+                "oldest_undelivered_seconds": _SECONDS,
+            }
+        ),
     }
 
 
@@ -197,6 +228,7 @@ _PARTS = (
     "DashboardRunningJob",
     "DashboardStalledJob",
     "DashboardFailure",
+    "DashboardFailingWebhook",
 )
 
 
@@ -217,7 +249,7 @@ def openapi_paths(
                 "operationId": "adminDashboard",
                 "summary": (
                     "Queue health per kind, workers, running and stalled exports,"
-                    " the last 50 failures: one snapshot"
+                    " the last 50 failures, failing webhook endpoints: one snapshot"
                 ),
                 "security": secured,
                 "responses": {

@@ -2,7 +2,8 @@
 
 GET /api/v1/admin/dashboard (web/admin.py) shows an operator what they would
 otherwise ask `psql`: queue health per kind, workers, running and stalled
-exports, the last failures. Every statement is in `sql/queries/dashboard.sql`
+exports, the last failures, the webhook endpoints that keep failing. Every
+statement is in `sql/queries/dashboard.sql`
 and runs in ONE read-only REPEATABLE READ transaction, so the counts, the
 running list and the failures describe the same moment (a job never shows
 as both running and failed). Each list is bounded: the page stays small
@@ -33,6 +34,7 @@ MAX_WORKERS = 100
 MAX_RUNNING = 200
 MAX_STALLED = 200
 MAX_FAILURES = 50
+MAX_WEBHOOKS = 50
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,19 @@ class FailedJob:
 
 
 @dataclass(frozen=True)
+class FailingWebhook:
+    """A webhook endpoint whose receiver keeps refusing or timing out."""
+
+    url: str
+    configured: bool  # from the configuration (False: a job's notify_url)
+    pending: int
+    failing: int  # events not delivered after at least one attempt
+    last_error: str | None
+    last_error_at: datetime | None
+    oldest_undelivered_seconds: float | None
+
+
+@dataclass(frozen=True)
 class Dashboard:
     taken_at: datetime
     kinds: list[KindFigures]
@@ -107,6 +122,7 @@ class Dashboard:
     running: list[RunningJob]
     stalled: list[StalledJob]
     failures: list[FailedJob]
+    webhooks: list[FailingWebhook]
 
 
 async def _rows(conn: Connection, row: type[T], query: str, limit: int | None = None) -> list[T]:
@@ -142,4 +158,5 @@ async def _read(conn: Connection) -> Dashboard:
             running=await _rows(conn, RunningJob, "running_jobs", MAX_RUNNING),
             stalled=await _rows(conn, StalledJob, "stalled_jobs", MAX_STALLED),
             failures=await _rows(conn, FailedJob, "recent_failures", MAX_FAILURES),
+            webhooks=await _rows(conn, FailingWebhook, "failing_webhooks", MAX_WEBHOOKS),
         )

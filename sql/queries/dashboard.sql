@@ -114,3 +114,18 @@ SELECT job_id,
  WHERE status IN ('failed', 'rolled_back')
  ORDER BY coalesce(completed_at, updated_at) DESC, job_id
  LIMIT %(limit)s
+
+-- name: failing_webhooks
+-- Webhook endpoints with events not delivered after at least one attempt
+-- (still retrying, or given up), most recently failed first.
+SELECT url,
+       configured,
+       pending,
+       failing,
+       last_error,
+       last_error_at,
+       extract(epoch FROM oldest_undelivered_age)::float8 AS oldest_undelivered_seconds
+  FROM exportd.webhook_health
+ WHERE failing > 0
+ ORDER BY last_error_at DESC NULLS LAST, url
+ LIMIT %(limit)s

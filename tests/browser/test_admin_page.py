@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import psycopg
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -50,6 +51,7 @@ def test_running_jobs_failures_and_retry(page: Page, site: Site) -> None:
     running = site.create("slow", seconds=120)
     wait_status(site.db_url, UUID(failing["job_id"]), "rolled_back")
     wait_status(site.db_url, UUID(running["job_id"]), "in_progress")
+    refused_delivery(site.db_url, failing["job_id"], "https://hooks.example.com/in?key=k")
     sign_in(page, site, "ops", admin=True, path="/admin")
 
     busy = page.locator("#running tbody tr", has_text=running["job_id"][:8])
@@ -60,6 +62,10 @@ def test_running_jobs_failures_and_retry(page: Page, site: Site) -> None:
     expect(page.locator("#stalled tbody")).to_contain_text("No stalled exports.")
     flaky = page.locator(kind_row(page, "flaky"))
     expect(flaky.locator("td").nth(4)).to_have_text("1")  # failed in the last hour
+
+    hook = page.locator("#webhooks tbody tr", has_text="https://hooks.example.com/in")
+    expect(hook).to_contain_text("HTTP 503")
+    expect(hook).not_to_contain_text("key=k")
 
     failure = page.locator("#failures tbody tr", has_text=failing["job_id"][:8])
     expect(failure).to_contain_text("planned failure 1")
@@ -72,6 +78,20 @@ def test_running_jobs_failures_and_retry(page: Page, site: Site) -> None:
     )
     assert wait_status(site.db_url, UUID(failing["job_id"]), "rolled_back") == "rolled_back"
     site.api("POST", f"/api/v1/jobs/{running['job_id']}/cancel")
+
+
+def refused_delivery(db_url: str, job_id: str, url: str) -> None:
+    """A receiver that answered 503 to the job's failure event (delivery itself
+    is tested end to end in tests/e2e/test_webhooks.py)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "WITH e AS (INSERT INTO exportd.webhook_events (job_id, type, payload)"
+            " VALUES (%(job)s, 'export.failed', '{}') RETURNING event_id)"
+            " INSERT INTO exportd.webhook_deliveries (event_id, job_id, url, attempt, outcome,"
+            " status_code, duration_ms, error, attempted_at)"
+            " SELECT event_id, %(job)s, %(url)s, 1, 'rejected', 503, 7, 'HTTP 503', now() FROM e",
+            {"job": job_id, "url": url},
+        )
 
 
 def test_a_non_admin_token_sees_no_admin_data(page: Page, site: Site) -> None:

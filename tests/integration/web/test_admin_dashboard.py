@@ -122,3 +122,41 @@ async def test_a_locked_table_is_503_in_time_not_a_hang_or_500(
     assert answer.status_code == 503 and answer.json()["code"] == "DATABASE_UNAVAILABLE"
     assert waited < 5
     assert after.status_code == 200
+
+
+async def test_failing_webhook_endpoints_without_their_query_string(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    hook = "https://hooks.example.com/exportd?token=s3cret#frag"
+    healthy = "https://ok.example.com/hook"
+    job = await create(aconn, "noop", owner="alice")
+    await aconn.execute(
+        "INSERT INTO exportd.webhook_events (job_id, type, payload)"
+        " VALUES (%s, 'export.completed', '{}'), (%s, 'export.completed', '{}')",
+        (job.job_id, job.job_id),
+    )
+    events = await (
+        await aconn.execute(
+            "SELECT event_id FROM exportd.webhook_events WHERE job_id = %s ORDER BY event_id",
+            (job.job_id,),
+        )
+    ).fetchall()
+    for (event_id,), (url, outcome, error, delivered) in zip(
+        events,
+        [(hook, "rejected", "HTTP 500", "NULL"), (healthy, "delivered", None, "now()")],
+        strict=True,
+    ):
+        await aconn.execute(
+            "INSERT INTO exportd.webhook_deliveries (event_id, job_id, url, attempt, outcome,"
+            f" duration_ms, error, attempted_at, delivered_at) VALUES"
+            f" (%s, %s, %s, 1, %s, 5, %s, now(), {delivered})",
+            (event_id, job.job_id, url, outcome, error),
+        )
+    async with api_client(api_settings(tmp_path), db_url) as client:
+        answer = await client.get(PATH, headers=ADMIN)
+    check(answer, PATH, "get")
+    (failing,) = answer.json()["data"]["webhooks"]  # the healthy endpoint is not listed
+    assert failing["url"] == "https://hooks.example.com/exportd"
+    assert "s3cret" not in answer.text
+    assert failing["failing"] == 1 and failing["last_error"] == "HTTP 500"
+    assert failing["configured"] is False and failing["oldest_undelivered_seconds"] >= 0

@@ -1,6 +1,6 @@
 // The admin page (/admin): queue health from GET /api/v1/admin/dashboard,
 // refreshed every few seconds while the tab is visible; Pause/Resume a kind,
-// Retry a failed export.
+// Retry a failed export. Failing webhook endpoints are listed too.
 
 import { api, startSession } from "./session.js";
 import { age, shortId, time, when } from "./format.js";
@@ -118,6 +118,18 @@ function render(data) {
       cell(button("Retry", { job: j.job_id, action: "retry" }, `Retry ${j.kind} ${shortId(j.job_id)}`)),
     ],
     "No failures.",
+  );
+  fill(
+    "webhooks",
+    data.webhooks,
+    (w) => [
+      cell(w.url + (w.configured ? "" : " (notify_url)")),
+      cell(String(w.failing), "num bad"),
+      cell(String(w.pending), "num"),
+      cell(age(w.oldest_undelivered_seconds), "num"),
+      cell(w.last_error ?? "", "error-text"),
+    ],
+    "Every webhook endpoint is delivering.",
   );
   fill(
     "workers",
