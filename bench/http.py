@@ -19,6 +19,13 @@ both sides alike:
   `exportd web` (Starlette FileResponse, with download tracking) and from
   nginx (`sendfile on`) serving the same file; MB/s and, for exportd, the
   process's peak RSS (VmHWM) before and after the downloads.
+- Event streams: `--watchers` clients (5,000) follow one pending job on one
+  fresh `exportd web` process (`GET /api/v1/jobs/{id}/events`, opened in
+  batches, each batch waiting for its first event); once all are open the
+  job is started and completed by two UPDATEs (the worker's notifications).
+  Reported: how many clients received the final `completed` event, how long
+  after the last UPDATE the last one did, and the web process's RSS (idle,
+  with every stream open, peak).
 
 Needs wrk, curl and nginx (Debian: wrk, curl, nginx-light). Prints Markdown
 tables (median, min, max over the rounds) for docs/benchmarks.md.
@@ -27,6 +34,7 @@ tables (median, min, max over the rounds) for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import os
 import re
@@ -40,11 +48,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 
+from bench.results import record
 from daemon.db.embedded import EmbeddedPostgres
 from daemon.db.migrations import Migrator
 from daemon.tokens import mint_token
@@ -125,6 +136,119 @@ def register_job(url: str, relative: str, size: int, sha: str) -> str:
     return str(row[0])
 
 
+def pending_job(url: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO exportd.jobs (kind, owner_id) VALUES ('bench', 'bench') RETURNING job_id"
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def finish_job(url: str, job_id: str) -> None:
+    """What a worker's run does to the row: started, then completed (each
+    UPDATE notifies the event streams)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE exportd.jobs SET status = 'in_progress', started_at = now(), attempts = 1"
+            " WHERE job_id = %s",
+            (job_id,),
+        )
+        conn.execute(
+            "UPDATE exportd.jobs SET status = 'completed', completed_at = now(),"
+            " steps_completed = 1, steps_total = 1, progress_percentage = 100"
+            " WHERE job_id = %s",
+            (job_id,),
+        )
+
+
+@dataclass
+class Watchers:
+    watchers: int
+    received_final: int
+    seconds_to_last: float  # from the completing UPDATE to the last client's final event
+    rss_idle_mib: float
+    rss_open_mib: float  # VmRSS with every stream open
+    rss_peak_mib: float  # VmHWM at the end
+
+
+FINAL = b'"status":"completed"'
+
+
+async def _watch(port: int, path: str, token: str, opened: asyncio.Event) -> float | None:
+    """Follow one event stream until the job's final status; when it came
+    (None: refused, cut, or ended without it — counted as not received)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        opened.set()  # its batch does not wait for it
+        return None
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
+            "Accept: text/event-stream\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            print(f"event stream refused: {head[:40]!r}", file=sys.stderr)
+            return None
+        seen = b""
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return None  # closed before the final event
+            seen = seen[-64:] + chunk
+            if b"event: status" in seen:
+                opened.set()
+            if FINAL in seen:
+                return time.monotonic()
+    except (OSError, asyncio.IncompleteReadError):
+        return None
+    finally:
+        opened.set()
+        writer.close()
+
+
+async def _watchers(port: int, path: str, token: str, count: int, batch: int) -> list[Any]:
+    """`count` streams opened `batch` at a time (each batch open before the
+    next starts: a burst of thousands would only measure the listen backlog)."""
+    tasks: list[asyncio.Task[float | None]] = []
+    for start in range(0, count, batch):
+        flags = [asyncio.Event() for _ in range(min(batch, count - start))]
+        tasks += [asyncio.create_task(_watch(port, path, token, flag)) for flag in flags]
+        waiting = [asyncio.create_task(flag.wait()) for flag in flags]
+        await asyncio.wait_for(asyncio.gather(*waiting), timeout=120)
+    return tasks
+
+
+def sse_watchers(env: dict[str, str], base: Path, token: str, count: int, batch: int) -> Watchers:
+    """`count` clients following one job on one fresh `exportd web` process."""
+    url = env["EXPORTD_DATABASE_URL"]
+    job_id = pending_job(url)
+    port = free_port()
+    sse_env = {**env, "EXPORTD_MAX_CONNECTIONS": str(count + 100)}
+    args = [str(VENV_BIN / "exportd"), "web", "--port", str(port)]
+    with process(args, sse_env, base / "web-sse.log") as web:
+        wait_up(f"http://127.0.0.1:{port}/healthz")
+        idle = rss_mib(web.pid, "VmRSS")
+
+        async def follow() -> Watchers:
+            path = f"/api/v1/jobs/{job_id}/events"
+            tasks = await _watchers(port, path, token, count, batch)
+            opened = rss_mib(web.pid, "VmRSS")
+            await asyncio.to_thread(finish_job, url, job_id)
+            finished = time.monotonic()
+            done, _ = await asyncio.wait(tasks, timeout=120)
+            for task in tasks:
+                task.cancel()
+            times = [t.result() for t in done if t.exception() is None]
+            received = [t for t in times if t is not None]
+            last = max(received) - finished if received else float("nan")
+            return Watchers(count, len(received), last, idle, opened, rss_mib(web.pid, "VmHWM"))
+
+        return asyncio.run(follow())
+
+
 def wrk(url: str, seconds: int, token: str | None) -> tuple[float, float]:
     """Requests/s and p99 latency (ms)."""
     args = ["wrk", "--latency", "-t2", "-c16", f"-d{seconds}s", url]
@@ -148,10 +272,15 @@ def curl_mbps(url: str, token: str | None) -> float:
 
 
 def peak_rss_mib(pid: int) -> float:
+    return rss_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int, field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of a process, MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {field}")
 
 
 NGINX = """
@@ -184,15 +313,24 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--watchers", type=int, default=5000, help="event stream clients")
+    parser.add_argument("--watcher-batch", type=int, default=250)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="exportd-bench-http-"))
     try:
-        run(base, args.size_mib << 20, args.rounds, args.seconds)
+        run(
+            base,
+            args.size_mib << 20,
+            args.rounds,
+            args.seconds,
+            watchers=args.watchers,
+            batch=args.watcher_batch,
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run(base: Path, size: int, rounds: int, seconds: int) -> None:
+def run(base: Path, size: int, rounds: int, seconds: int, *, watchers: int, batch: int) -> None:
     storage = base / "packages"
     relative = "be/bench/package.tar.gz"
     sha = write_package(storage / relative, size)
@@ -267,7 +405,10 @@ def run(base: Path, size: int, rounds: int, seconds: int) -> None:
                 dl["exportd"].append(curl_mbps(ours + "/download", token))
                 dl["nginx"].append(curl_mbps(files, None))
             rss_after = peak_rss_mib(web.pid)
+        sse = sse_watchers(env, base, token, watchers, batch)
     report(api, dl, rss_before, rss_after, size, seconds)
+    report_sse(sse)
+    record_figures(api, dl, rss_before, rss_after, sse)
 
 
 def report(
@@ -304,6 +445,63 @@ def report(
     ratio = statistics.median(dl["exportd"]) / statistics.median(dl["nginx"])
     print(f"\nratio exportd / nginx: {ratio:.2f}")
     print(f"exportd web peak RSS: {rss_before:.0f} MiB before downloads, {rss_after:.0f} MiB after")
+
+
+def report_sse(sse: Watchers) -> None:
+    print(f"\nEvent streams: {sse.watchers:,} clients following one job, one web process\n")
+    print(
+        "| clients | received the final event | last one after (s)"
+        " | web RSS MiB: idle | all open | peak |"
+    )
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| {sse.watchers:,} | {sse.received_final:,} | {sse.seconds_to_last:.2f} |"
+        f" {sse.rss_idle_mib:.0f} | {sse.rss_open_mib:.0f} | {sse.rss_peak_mib:.0f} |"
+    )
+
+
+def record_figures(
+    api: dict[str, list[tuple[float, float]]],
+    dl: dict[str, list[float]],
+    rss_before: float,
+    rss_after: float,
+    sse: Watchers,
+) -> None:
+    """The figures above under stable names (bench/results.py)."""
+
+    def rps(name: str) -> float:
+        return statistics.median(r for r, _ in api[name])
+
+    def p99(name: str) -> float:
+        return statistics.median(p for _, p in api[name])
+
+    all_received = sse.received_final == sse.watchers
+    record(
+        ratios={
+            "api_job_status_vs_bare": rps("exportd") / rps("bare"),
+            "api_key_vs_jwt": rps("key") / rps("exportd"),
+            "download_vs_nginx": statistics.median(dl["exportd"]) / statistics.median(dl["nginx"]),
+        },
+        raw={
+            "api_job_status_rps": round(rps("exportd")),
+            "api_job_status_key_rps": round(rps("key")),
+            "api_bare_rps": round(rps("bare")),
+            "api_job_status_p99_ms": round(p99("exportd"), 2),
+            "api_bare_p99_ms": round(p99("bare"), 2),
+            "download_mbps": round(statistics.median(dl["exportd"])),
+            "download_nginx_mbps": round(statistics.median(dl["nginx"])),
+            "web_peak_rss_before_downloads_mib": round(rss_before, 1),
+            "web_peak_rss_after_downloads_mib": round(rss_after, 1),
+            "sse_watchers": sse.watchers,
+            "sse_received_final": sse.received_final,
+            "sse_seconds_to_last_final": round(sse.seconds_to_last, 3),
+            "sse_rss_idle_mib": round(sse.rss_idle_mib, 1),
+            "sse_rss_open_mib": round(sse.rss_open_mib, 1),
+            # The target: every client got the final event, and the peak RSS
+            # of the process (none when a client missed it: not met).
+            f"sse_{sse.watchers}_rss_mib": round(sse.rss_peak_mib, 1) if all_received else None,
+        },
+    )
 
 
 if __name__ == "__main__":

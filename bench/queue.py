@@ -1,18 +1,28 @@
 """Queue benchmarks: exportd (full domain tracking) vs raw procrastinate vs
 pgqueuer, on one PostgreSQL server, in one process, alternating systems.
 
-Run: .venv/bin/python -m bench.queue --jobs 20000 --rounds 3 --latency-samples 500
+Run: .venv/bin/python -m bench.queue  (the defaults are `make bench`'s: about
+6 minutes on a 2-core machine; medians of the rounds, with min-max)
 
 - drain: N no-op jobs inserted first (procrastinate: `batch_defer_async`;
   pgqueuer: its list `enqueue`; exportd: its create statement N times in
   one pipeline, as exportd has no batch API), then timed until the queue is
   empty, with one worker at concurrency 1 and 10; commits and WAL bytes per
-  job from `pg_stat_database` / `pg_stat_wal`; with `synchronous_commit` on
-  and off. Tables are truncated and vacuumed between runs.
+  job from `pg_stat_database` / `pg_stat_wal`, WAL fsyncs per job from
+  `pg_stat_io`, and CPU per job of this process and of the PostgreSQL
+  server (what bounds a drain on a 2-core machine); with `synchronous_commit`
+  on and off. Tables are truncated and vacuumed between runs.
 - pickup latency at idle: one job every 50 ms into an idle, listening worker;
   started - enqueued, p50/p95/p99.
 - sustained arrival: single enqueues at a fixed rate for `--sustain-seconds`
   at each rate; the highest rate whose p99 latency stays under 1 s.
+- time to ready (exportd only): a built-in SQL export of 100 rows created
+  with the API's action (`daemon.actions.create_export`) every 1/20 s into
+  a listening worker at concurrency 10; `completed_at - created_at` of each
+  row (both the database's clock), p50/p99.
+
+Figures are recorded with `bench.results.record` (`queue_*`, `pickup_*`,
+`time_to_ready_*`).
 
 Workers run in this process (procrastinate's `Worker`, exportd's runtime on
 the same `Worker`, pgqueuer's `QueueManager`), so the figures compare queue
@@ -25,6 +35,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import resource
 import shutil
 import statistics
 import sys
@@ -45,11 +57,14 @@ from pgqueuer.types import QueueExecutionMode
 from procrastinate import App, PsycopgConnector
 from procrastinate.worker import Worker
 
+from bench.results import record
+from daemon.actions import ExportRequest, create_export
 from daemon.config import Settings
 from daemon.db import jobs as job_store
 from daemon.db.embedded import EmbeddedPostgres
 from daemon.db.migrations import Migrator
 from daemon.kinds.context import ExportContext
+from daemon.kinds.exports_file import load_exports_file
 from daemon.kinds.params import Param
 from daemon.kinds.registry import Kind, KindRegistry
 from daemon.models import NewJob
@@ -283,14 +298,38 @@ class Pgqueuer:
 # -- measurements ----------------------------------------------------------------------------
 
 
-async def server_counters(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
+async def server_counters(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int, int]:
+    """Commits, WAL bytes and WAL fsyncs of the server so far."""
     cur = await conn.execute(
         "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),"
-        "       (SELECT wal_bytes FROM pg_stat_wal)"
+        "       (SELECT wal_bytes FROM pg_stat_wal),"
+        "       (SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal')"
     )
     row = await cur.fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process, every thread."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU time of the PostgreSQL server: the postmaster and its children
+    (the backends serving the systems, and the WAL writer, checkpointer…)."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def reset(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -307,23 +346,36 @@ class DrainResult:
     jobs_per_second: float
     commits_per_job: float
     wal_bytes_per_job: float
+    wal_fsyncs_per_job: float
+    # CPU milliseconds per job: this process (the worker), the server.
+    worker_cpu_ms_per_job: float
+    server_cpu_ms_per_job: float
 
 
 async def drain_once(
-    system: System, conn: psycopg.AsyncConnection[Any], n: int, concurrency: int
+    system: System, conn: psycopg.AsyncConnection[Any], n: int, concurrency: int, postmaster: int
 ) -> DrainResult:
     await reset(conn)
     system.clear_files()
     await system.insert(n)
     await conn.execute("SELECT pg_stat_force_next_flush()")
-    commits0, wal0 = await server_counters(conn)
+    commits0, wal0, fsyncs0 = await server_counters(conn)
+    own0, server0 = own_cpu_seconds(), server_cpu_seconds(postmaster)
     started = time.perf_counter()
     await system.drain(concurrency)
     seconds = time.perf_counter() - started
+    own1, server1 = own_cpu_seconds(), server_cpu_seconds(postmaster)
     await asyncio.sleep(0.6)  # pg_stat counters are flushed about every 0.5 s
     await conn.execute("SELECT pg_stat_force_next_flush()")
-    commits1, wal1 = await server_counters(conn)
-    return DrainResult(n / seconds, (commits1 - commits0) / n, (wal1 - wal0) / n)
+    commits1, wal1, fsyncs1 = await server_counters(conn)
+    return DrainResult(
+        n / seconds,
+        (commits1 - commits0) / n,
+        (wal1 - wal0) / n,
+        (fsyncs1 - fsyncs0) / n,
+        (own1 - own0) * 1000 / n,
+        (server1 - server0) * 1000 / n,
+    )
 
 
 async def latencies(
@@ -358,13 +410,91 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+READY_KIND = "ready100"
+READY_EXPORTS = """
+[exports.ready100]
+[[exports.ready100.queries]]
+name = "rows"
+sql = "SELECT i AS id, md5(i::text) AS label, i * 1.5 AS amount FROM generate_series(1, 100) AS i"
+"""
+
+
+async def time_to_ready(
+    url: str, work: Path, samples: int, rate: float
+) -> tuple[list[float], list[float]]:
+    """Seconds from `created_at` to `completed_at` of 100-row SQL exports
+    created one every 1/`rate` s (the API's create action) into an idle,
+    listening exportd worker at concurrency 10: queue pickup, the COPY, the
+    package (tar.gz, manifest, sha256, fsync, rename) and the settle. Also
+    the attempt alone (`started_at` to `completed_at`), the rest being the
+    pickup."""
+    exports = work / "ready-exports.toml"
+    exports.write_text(READY_EXPORTS)
+    registry = KindRegistry(load_exports_file(exports, default_database_url=url))
+    settings = Settings(
+        data_dir=work / "ready-data",
+        storage_dir=work / "ready-packages",
+        heartbeat_seconds=10,
+        stalled_after_seconds=3600,
+    )
+    runtime = ExportRuntime(settings, url, registry, pool_size=14)
+    runtime.storage.ensure()
+    await runtime.app.open_async()
+    worker = Worker(
+        runtime.app,
+        concurrency=10,
+        wait=True,
+        listen_notify=True,
+        install_signal_handlers=False,
+        update_heartbeat_interval=10,
+        fetch_job_polling_interval=5.0,
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await asyncio.sleep(1.0)  # the worker is listening and idle
+            next_at = time.perf_counter()
+            for _ in range(samples):
+                await create_export(
+                    conn, registry, ExportRequest(kind=READY_KIND), owner_id="bench"
+                )
+                next_at += 1.0 / rate
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            query = (
+                "SELECT extract(epoch FROM completed_at - created_at)::float8,"
+                "       extract(epoch FROM completed_at - started_at)::float8"
+                "  FROM exportd.jobs WHERE kind = %s AND status = 'completed'"
+            )
+            deadline = time.perf_counter() + 30
+            while time.perf_counter() < deadline:
+                cur = await conn.execute(query, (READY_KIND,))
+                rows = await cur.fetchall()
+                done, attempts = [float(r[0]) for r in rows], [float(r[1]) for r in rows]
+                if len(done) >= samples:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(task, timeout=30)
+        await runtime.app.close_async()
+    return done + [float("inf")] * (samples - len(done)), attempts
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
 async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {"drain": [], "latency": {}, "sustained": {}}
+    results: dict[str, Any] = {
+        "drain": [],
+        "latency": {},
+        "sustained": {},
+        "ready": [],
+        "ready_attempt": [],
+    }
     with EmbeddedPostgres(base / "pg") as server:
         url = server.url()
+        postmaster = int((base / "pg" / "postmaster.pid").read_text().split()[0])
         with psycopg.connect(url, autocommit=True) as sync:
             Migrator(sync).upgrade()
             facts = sync.execute(
@@ -390,7 +520,9 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                     for concurrency in (1, 10):
                         for round_ in range(rounds):
                             for system in systems:
-                                r = await drain_once(system, conn, args.jobs, concurrency)
+                                r = await drain_once(
+                                    system, conn, args.jobs, concurrency, postmaster
+                                )
                                 results["drain"].append(
                                     {
                                         "system": system.name,
@@ -404,7 +536,10 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                                     f"drain {system.name:13} sc={sync_commit:3} c={concurrency:2}"
                                     f" {r.jobs_per_second:8.0f} jobs/s"
                                     f" {r.commits_per_job:5.2f} commits/job"
-                                    f" {r.wal_bytes_per_job:6.0f} WAL B/job",
+                                    f" {r.wal_bytes_per_job:6.0f} WAL B/job"
+                                    f" {r.wal_fsyncs_per_job:4.2f} fsyncs/job"
+                                    f" CPU {r.worker_cpu_ms_per_job:5.2f}"
+                                    f" + {r.server_cpu_ms_per_job:5.2f} ms/job",
                                     file=sys.stderr,
                                     flush=True,
                                 )
@@ -436,6 +571,18 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                             file=sys.stderr,
                             flush=True,
                         )
+                if "exportd" in args.systems and args.ready_samples:
+                    await reset(conn)
+                    values, attempts = await time_to_ready(
+                        url, base, args.ready_samples, args.ready_rate
+                    )
+                    results["ready"], results["ready_attempt"] = values, attempts
+                    print(
+                        f"time to ready p50 {pct(values, 50) * 1000:.1f} ms"
+                        f" p99 {pct(values, 99) * 1000:.1f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             finally:
                 for system in every:
                     await system.close()
@@ -446,17 +593,17 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
         f"Command: `.venv/bin/python -m bench.queue --jobs {args.jobs} --rounds {args.rounds}"
         f" --off-rounds {args.off_rounds} --latency-samples {args.latency_samples}"
-        f" --sustain-seconds {args.sustain_seconds}`",
+        f" --sustain-seconds {args.sustain_seconds} --rates {' '.join(map(str, args.rates))}"
+        f" --ready-samples {args.ready_samples}`",
         f"Server: {results['server']['version'].split(' on ')[0]},"
         f" fsync={results['server']['fsync']}",
         "",
         "Drain of pre-inserted no-op jobs, one worker (medians of the rounds; min-max):",
         "",
         "| synchronous_commit | concurrency | system | jobs/s | min-max | commits/job"
-        " | WAL bytes/job | vs procrastinate |",
-        "|---|---|---|---|---|---|---|---|",
+        " | WAL bytes/job | WAL fsyncs/job | CPU ms/job (worker + server) | vs procrastinate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    ratios: dict[str, float] = {}
     for sc in args.synchronous_commit:
         for c in (1, 10):
             medians = {}
@@ -472,14 +619,17 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                 medians[name] = statistics.median(rates)
                 commits = statistics.median(r["commits_per_job"] for r in runs)
                 wal = statistics.median(r["wal_bytes_per_job"] for r in runs)
+                fsyncs = statistics.median(r["wal_fsyncs_per_job"] for r in runs)
+                own = statistics.median(r["worker_cpu_ms_per_job"] for r in runs)
+                server = statistics.median(r["server_cpu_ms_per_job"] for r in runs)
                 ratio = (
                     medians[name] / medians["procrastinate"] if "procrastinate" in medians else 1
                 )
-                ratios[f"{name} sc={sc} c={c}"] = ratio
                 spread = f"{min(rates):,.0f}-{max(rates):,.0f}"
                 lines.append(
                     f"| {sc} | {c} | {name} | {medians[name]:,.0f} | {spread}"
-                    f" | {commits:.2f} | {wal:,.0f} | {ratio:.2f} |"
+                    f" | {commits:.2f} | {wal:,.0f} | {fsyncs:.2f} | {own:.2f} + {server:.2f}"
+                    f" | {ratio:.2f} |"
                 )
     lines += [
         "",
@@ -511,16 +661,109 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             + " | ".join(f"{per_rate[r]['p99'] * 1000:,.0f} ms" for r in args.rates)
             + f" | {max(ok) if ok else 'none'} |"
         )
+    if results["ready"]:
+        values = results["ready"]
+        lines += [
+            "",
+            f"Time to ready: a 100-row SQL export every 1/{args.ready_rate:g} s,"
+            f" created_at → completed_at ({len(values)} exports):",
+            "",
+            "| span | p50 ms | p95 ms | p99 ms | max ms |",
+            "|---|---|---|---|---|",
+        ]
+        spans = [("created → completed", values)]
+        if results["ready_attempt"]:
+            spans.append(("started → completed (the attempt)", results["ready_attempt"]))
+        for label, span in spans:
+            lines.append(
+                f"| {label} | {pct(span, 50) * 1000:.1f} | {pct(span, 95) * 1000:.1f}"
+                f" | {pct(span, 99) * 1000:.1f} | {max(span) * 1000:.1f} |"
+            )
     return "\n".join(lines)
+
+
+def drain_median(
+    results: dict[str, Any], name: str, sc: str, c: int, field: str = "jobs_per_second"
+) -> float | None:
+    runs = [
+        r[field]
+        for r in results["drain"]
+        if r["system"] == name and r["synchronous_commit"] == sc and r["concurrency"] == c
+    ]
+    return statistics.median(runs) if runs else None
+
+
+def highest_rate(results: dict[str, Any], name: str, rates: list[int]) -> int:
+    """The highest arrival rate whose p99 time to start stayed under 1 s (0: none)."""
+    per_rate = results["sustained"].get(name, {})
+    return max((r for r in rates if per_rate.get(r, {}).get("p99", 99) < 1.0), default=0)
+
+
+def figures(
+    results: dict[str, Any], args: argparse.Namespace
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The stable names of `bench.results`: ratios (exportd vs raw procrastinate,
+    same run) and raw figures."""
+    ratios: dict[str, float] = {}
+    raw: dict[str, Any] = {}
+    for sc in args.synchronous_commit:
+        suffix = "" if sc == "on" else "_sync_off"
+        for c in (1, 10):
+            for name in args.systems:
+                rate = drain_median(results, name, sc, c)
+                if rate is None:
+                    continue
+                raw[f"queue_drain_c{c}{suffix}_{name}_jobs_per_s"] = round(rate, 1)
+                for counter in (
+                    "commits_per_job",
+                    "wal_fsyncs_per_job",
+                    "worker_cpu_ms_per_job",
+                    "server_cpu_ms_per_job",
+                ):
+                    value = drain_median(results, name, sc, c, counter)
+                    assert value is not None
+                    raw[f"queue_drain_c{c}{suffix}_{name}_{counter}"] = round(value, 3)
+            ours = drain_median(results, "exportd", sc, c)
+            theirs = drain_median(results, "procrastinate", sc, c)
+            if ours and theirs:
+                ratios[f"queue_drain_c{c}{suffix}_vs_procrastinate"] = ours / theirs
+        c1, c10 = drain_median(results, "exportd", sc, 1), drain_median(results, "exportd", sc, 10)
+        if c1 and c10:
+            ratios[f"queue_drain_c10_vs_c1{suffix}"] = c10 / c1
+    for name, values in results["latency"].items():
+        prefix = "pickup" if name == "exportd" else f"pickup_{name}"
+        raw[f"{prefix}_p50_ms"] = round(pct(values, 50) * 1000, 2)
+        raw[f"{prefix}_p99_ms"] = round(pct(values, 99) * 1000, 2)
+    for name in results["sustained"]:
+        raw[f"queue_sustained_rate_{name}"] = highest_rate(results, name, args.rates)
+    if {"exportd", "procrastinate"} <= results["sustained"].keys():
+        theirs_rate = highest_rate(results, "procrastinate", args.rates)
+        ours_rate = highest_rate(results, "exportd", args.rates)
+        if theirs_rate:
+            ratios["queue_sustained_rate_vs_procrastinate"] = ours_rate / theirs_rate
+    if results["ready"]:
+        raw["time_to_ready_p50_ms"] = round(pct(results["ready"], 50) * 1000, 2)
+        raw["time_to_ready_p99_ms"] = round(pct(results["ready"], 99) * 1000, 2)
+    if results["ready_attempt"]:
+        raw["time_to_ready_attempt_p50_ms"] = round(pct(results["ready_attempt"], 50) * 1000, 2)
+        raw["time_to_ready_attempt_p99_ms"] = round(pct(results["ready_attempt"], 99) * 1000, 2)
+    return ratios, raw
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=20_000)
+    # The defaults fit `make bench` (about 6 minutes): 4,000 jobs drain in
+    # 5-15 s per system, long past the start-up of a worker, and three rounds
+    # give a median and a spread.
+    parser.add_argument("--jobs", type=int, default=4_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--latency-samples", type=int, default=500)
-    parser.add_argument("--sustain-seconds", type=float, default=10.0)
-    parser.add_argument("--rates", type=int, nargs="*", default=[100, 300, 1000])
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--sustain-seconds", type=float, default=5.0)
+    parser.add_argument("--rates", type=int, nargs="*", default=[100, 300, 600, 1000])
+    parser.add_argument(
+        "--ready-samples", type=int, default=200, help="time-to-ready exports (0: skip)"
+    )
+    parser.add_argument("--ready-rate", type=float, default=20.0, help="exports per second")
     parser.add_argument("--synchronous-commit", nargs="*", default=["on", "off"])
     parser.add_argument(
         "--off-rounds", type=int, default=1, help="rounds with synchronous_commit=off"
@@ -537,6 +780,8 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
     text = report(results, args)
     print(text)
+    ratios, raw = figures(results, args)
+    record(ratios=ratios, raw=raw)
     if args.json:
         results["latency"] = {
             k: {"p50": pct(v, 50), "p95": pct(v, 95), "p99": pct(v, 99)}

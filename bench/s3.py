@@ -56,6 +56,7 @@ from bench.http import (
     wait_up,
     write_package,
 )
+from bench.results import record
 from daemon.db.embedded import EmbeddedPostgres
 from daemon.db.migrations import Migrator
 from tests.e2e.processes import NotifySocket
@@ -328,6 +329,19 @@ def report(memory: list[WorkerMemory], served: Downloads, package_size: int, rou
     # Same size on both sides: the time ratio is the inverse of the speed ratio.
     ratio = statistics.median(served.local_mbps) / statistics.median(served.s3_mbps)
     print(f"\ntime S3 / time local: {ratio:.2f}")
+    record(
+        ratios={
+            "s3_download_vs_local_time": ratio,
+            "s3_export_vs_local_time": s3.big_seconds / local.big_seconds,
+        },
+        raw={
+            "s3_package_mib": round(s3.package_bytes / 2**20),
+            "s3_worker_peak_above_tiny_mib": round(s3.big_mib - s3.tiny_mib, 1),
+            "local_worker_peak_above_tiny_mib": round(local.big_mib - local.tiny_mib, 1),
+            "s3_download_mbps": round(statistics.median(served.s3_mbps)),
+            "local_download_mbps": round(statistics.median(served.local_mbps)),
+        },
+    )
 
 
 if __name__ == "__main__":

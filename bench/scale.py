@@ -13,6 +13,7 @@ psycopg (prepared after the fifth run, as in the API); the median latency is rep
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
+from bench.results import record
 from daemon.db.embedded import EmbeddedPostgres
 from daemon.db.migrations import Migrator
 from daemon.db.queries import named_queries
@@ -120,6 +122,17 @@ def main() -> None:
             f"| {name} | {small[name] * 1000:.3f} | {large[name] * 1000:.3f}"
             f" | {large[name] / small[name]:.2f} |"
         )
+    # Stable names: "status by id" -> scale_status_by_id_large_vs_small_time.
+    names = {name: re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") for name in small}
+    record(
+        ratios={f"scale_{names[n]}_large_vs_small_time": large[n] / small[n] for n in small},
+        raw={
+            "scale_small_rows": args.small,
+            "scale_large_rows": args.large,
+            **{f"scale_{names[n]}_small_ms": round(small[n] * 1000, 4) for n in small},
+            **{f"scale_{names[n]}_large_ms": round(large[n] * 1000, 4) for n in small},
+        },
+    )
 
 
 if __name__ == "__main__":

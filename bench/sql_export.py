@@ -1,42 +1,53 @@
-"""SQL export throughput: exportd's built-in SQL export vs `psql \\copy`.
+"""SQL export throughput: exportd's built-in SQL export vs `psql \\copy`, and worker memory.
 
-Run: .venv/bin/python -m bench.sql_export --rows 10000000
+Run: .venv/bin/python -m bench.sql_export --rows 5000000
 
 One embedded PostgreSQL server, one generated table (~100 bytes of CSV per
 row). Each round, measured the same way on the same server:
 
 - `psql \\copy (query) to file` — the baseline: the same COPY, to a plain file;
 - `psql \\copy … | gzip -6` — the baseline with the compression a package has;
-- exportd: a job of a built-in SQL kind run by a worker in this process,
-  timed from `started_at` to `completed_at` of its row (COPY streamed to the
-  work directory, tar.gz with sha256 and manifest, atomic publish, commit).
+- exportd: a job of a built-in SQL kind run by a real `exportd worker`
+  process, timed from `started_at` to `completed_at` of its row (COPY
+  compressed while it streams, tar.gz with sha256 and manifest, atomic
+  publish, commit).
 
-Prints a Markdown table of the medians of `--rounds` runs (min/max too).
+Memory: the peak RSS (`VmHWM` of /proc/PID/status) of the worker process
+after a tiny export, and after the large CSV exports; then the same with a
+fresh worker for one JSONL export of every row. The growth is what the size
+of an export costs in memory (it should not depend on it).
+
+Prints a Markdown table of the medians of `--rounds` runs (min/max too) and
+records `sql_export_vs_copy`, `sql_export_vs_copy_gzip` and raw figures with
+`bench.results.record`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from bench.results import record
 from daemon.actions import ExportRequest, create_export
-from daemon.config import Settings
 from daemon.db.embedded import EmbeddedPostgres, binaries_dir
 from daemon.db.jobs import get_job
 from daemon.db.migrations import Migrator
 from daemon.kinds.exports_file import load_exports_file
 from daemon.kinds.registry import KindRegistry
 from daemon.models import JobStatus
-from daemon.worker.process import WorkerDaemon
 
 QUERY = (
     "SELECT id, owner_id, created_at, label, amount, note FROM bench.rows WHERE owner_id = {owner}"
@@ -75,30 +86,72 @@ def psql_copy(url: str, target: Path, *, gzip: bool) -> None:
             raise RuntimeError("psql failed")
 
 
-async def exportd_export(url: str, work: Path) -> tuple[float, int]:
+EXPORTD = str(Path(sys.executable).with_name("exportd"))
+EXPORTS = """
+[exports.bench]
+[[exports.bench.queries]]
+name = "rows"
+sql = "{query}"
+
+[exports.bench_jsonl]
+format = "jsonl"
+[[exports.bench_jsonl.queries]]
+name = "rows"
+sql = "{query}"
+
+[exports.tiny]
+[[exports.tiny.queries]]
+name = "rows"
+sql = "{query} LIMIT 10"
+"""
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc")
+
+
+@contextmanager
+def worker_process(url: str, work: Path) -> Iterator[tuple[subprocess.Popen[bytes], KindRegistry]]:
+    """A real `exportd worker` serving the bench kinds, one export at a time."""
     exports = work / "exports.toml"
-    exports.write_text(
-        '[exports.bench]\n[[exports.bench.queries]]\nname = "rows"\n'
-        f'sql = "{QUERY.format(owner="%(owner_id)s")}"\n'
+    exports.write_text(EXPORTS.format(query=QUERY.format(owner="%(owner_id)s")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
+    env.update(
+        EXPORTD_DATABASE_URL=url,
+        EXPORTD_EXPORTS_FILE=str(exports),
+        EXPORTD_DATA_DIR=str(work / "data"),
+        EXPORTD_STORAGE_DIR=str(work / "packages"),
+        EXPORTD_WORK_DIR=str(work / "work"),
+        EXPORTD_WORKER_CONCURRENCY="1",
+        EXPORTD_POLL_SECONDS="0.2",
     )
-    registry = KindRegistry(load_exports_file(exports, default_database_url=url))
-    settings = Settings(data_dir=work / "data", storage_dir=work / "packages", worker_concurrency=1)
-    daemon = WorkerDaemon(settings, url, registry)
-    task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
+    log = (work / "worker.log").open("wb")
+    proc = subprocess.Popen([EXPORTD, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            job, _ = await create_export(
-                conn, registry, ExportRequest(kind="bench"), owner_id="bench"
-            )
-            while True:
-                job = await get_job(conn, job.job_id)
-                if job.status in (JobStatus.COMPLETED, JobStatus.ROLLED_BACK, JobStatus.FAILED):
-                    break
-                await asyncio.sleep(0.2)
+        yield proc, KindRegistry(load_exports_file(exports, default_database_url=url))
     finally:
-        daemon.stop()
-        await task
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+async def exportd_export(url: str, registry: KindRegistry, kind: str) -> tuple[float, int]:
+    """One export through the worker: (started → completed seconds, package bytes)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        job, _ = await create_export(conn, registry, ExportRequest(kind=kind), owner_id="bench")
+        while True:
+            job = await get_job(conn, job.job_id)
+            if job.status in (JobStatus.COMPLETED, JobStatus.ROLLED_BACK, JobStatus.FAILED):
+                break
+            await asyncio.sleep(0.1)
     assert job.status is JobStatus.COMPLETED, job.error_message
     assert job.started_at is not None and job.completed_at is not None
     return (job.completed_at - job.started_at).total_seconds(), job.package_size_bytes or 0
@@ -118,20 +171,32 @@ def main() -> None:
                 with psycopg.ClientCursor(conn) as cur:
                     cur.execute(GENERATE, {"rows": args.rows})
             plain, gz, ours = [], [], []
-            csv_size = package_size = 0
-            for round_ in range(args.rounds):
-                out = base / f"copy-{round_}.csv"
-                plain.append(timed(lambda out=out: psql_copy(url, out, gzip=False)))
-                csv_size = out.stat().st_size
-                out.unlink()
-                gz_out = base / f"copy-{round_}.csv.gz"
-                gz.append(timed(lambda gz_out=gz_out: psql_copy(url, gz_out, gzip=True)))
-                gz_out.unlink()
-                work = base / f"exportd-{round_}"
-                work.mkdir()
-                seconds, package_size = asyncio.run(exportd_export(url, work))
-                ours.append(seconds)
-                shutil.rmtree(work)
+            csv_size = gz_size = package_size = 0
+            work = base / "exportd"
+            work.mkdir()
+            with worker_process(url, work) as (proc, registry):
+                asyncio.run(exportd_export(url, registry, "tiny"))
+                rss_base = peak_rss_mib(proc.pid)
+                for round_ in range(args.rounds):
+                    out = base / f"copy-{round_}.csv"
+                    plain.append(timed(lambda out=out: psql_copy(url, out, gzip=False)))
+                    csv_size = out.stat().st_size
+                    out.unlink()
+                    gz_out = base / f"copy-{round_}.csv.gz"
+                    gz.append(timed(lambda gz_out=gz_out: psql_copy(url, gz_out, gzip=True)))
+                    gz_size = gz_out.stat().st_size
+                    gz_out.unlink()
+                    seconds, package_size = asyncio.run(exportd_export(url, registry, "bench"))
+                    ours.append(seconds)
+                rss_csv = peak_rss_mib(proc.pid) - rss_base
+            shutil.rmtree(work)
+            work.mkdir()
+            with worker_process(url, work) as (proc, registry):
+                asyncio.run(exportd_export(url, registry, "tiny"))
+                rss_base_jsonl = peak_rss_mib(proc.pid)
+                jsonl_seconds, _ = asyncio.run(exportd_export(url, registry, "bench_jsonl"))
+                rss_jsonl = peak_rss_mib(proc.pid) - rss_base_jsonl
+            shutil.rmtree(work)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     rows = args.rows
@@ -145,12 +210,37 @@ def main() -> None:
 
     print(
         f"rows: {rows:,}; CSV: {csv_size / 2**30:.2f} GiB; package: {package_size / 2**20:.0f} MiB"
+        f" (gzip -6: {gz_size / 2**20:.0f} MiB)"
     )
     print("| run | rows/s (median) | s median | s min | s max | speed vs psql \\copy |")
     print("|---|---|---|---|---|---|")
     print(line("psql \\copy to file", plain))
     print(line("psql \\copy \\| gzip -6", gz))
     print(line("exportd SQL export (tar.gz + sha256)", ours))
+    print(f"| exportd JSONL export (1 run) | {rows / jsonl_seconds:,.0f} | {jsonl_seconds:.2f} |")
+    print(
+        f"\nworker peak RSS growth over a tiny export: CSV {rss_csv:.1f} MiB, "
+        f"JSONL {rss_jsonl:.1f} MiB (base {rss_base:.0f} MiB)"
+    )
+    ours_s = statistics.median(ours)
+    record(
+        ratios={
+            "sql_export_vs_copy": statistics.median(plain) / ours_s,
+            "sql_export_vs_copy_gzip": statistics.median(gz) / ours_s,
+            "sql_export_size_vs_gzip": package_size / gz_size if gz_size else 0.0,
+        },
+        raw={
+            "sql_export_rows": rows,
+            "sql_export_rows_per_s": round(rows / ours_s),
+            "sql_export_mb_per_s": round(csv_size / ours_s / 1e6, 1),
+            "sql_export_jsonl_rows_per_s": round(rows / jsonl_seconds),
+            "sql_copy_rows_per_s": round(rows / statistics.median(plain)),
+            "sql_copy_gzip_rows_per_s": round(rows / statistics.median(gz)),
+            "sql_export_worker_rss_base_mib": round(rss_base, 1),
+            "sql_export_worker_rss_growth_csv_mib": round(rss_csv, 1),
+            "sql_export_worker_rss_growth_jsonl_mib": round(rss_jsonl, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

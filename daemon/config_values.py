@@ -229,6 +229,24 @@ def _url_ttl(raw: Any) -> int:
     return value
 
 
+_BYTES = re.compile(r"^\s*(\d+)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_BYTE_UNITS: dict[str, int] = {"b": 1} | {
+    f"{prefix}{infix}b": (1024 if infix else 1000) ** power
+    for power, prefix in enumerate("kmgt", start=1)
+    for infix in ("", "i")
+}
+
+
+def _byte_count(raw: Any) -> int:
+    """Bytes: an integer, or one with a unit (`500MB`, `1GiB`; kB = 1000)."""
+    match = None if isinstance(raw, bool) else _BYTES.match(str(raw))
+    if match is None:
+        raise ValueError(
+            f"must be a number of bytes like 1073741824, '500MB' or '1GiB', got {raw!r}"
+        )
+    return int(match[1]) * _BYTE_UNITS[(match[2] or "b").lower()]
+
+
 def is_placeholder_secret(secret: str) -> bool:
     """A value from exportd's examples, or one that looks like a placeholder."""
     text = secret.strip()
@@ -277,6 +295,13 @@ def _webhook_timeout(raw: Any) -> float:
     return value
 
 
+def _compression_level(raw: Any) -> int:
+    text = str(raw).strip()
+    if isinstance(raw, bool) or text not in {"0", "1", "2", "3"}:
+        raise ValueError(f"must be an ISA-L level from 0 (fastest) to 3 (smallest), got {raw!r}")
+    return int(text)
+
+
 # name (without prefix) -> parser. The order is the documentation order.
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": _database_url,
@@ -305,6 +330,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "orphan_grace_seconds": _seconds,
     "queue_retention_hours": _int_at_least(1),
     "worker_concurrency": _int_at_least(1),
+    "compression_level": _compression_level,
+    "min_free_bytes": _byte_count,
     "owner_max_running": _int_at_least(0),
     "owner_max_pending": _int_at_least(0),
     "shutdown_grace_seconds": _seconds,

@@ -7,6 +7,11 @@ at the store boundary so callers never match on driver exceptions.
 
 from __future__ import annotations
 
+import errno
+
+# The errnos of a full volume: no space left, or the user's quota used up.
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 
 class ExportdError(Exception):
     """Base class: an error exportd knows how to explain in one line.
@@ -28,7 +33,10 @@ class PermanentError(ExportdError):
 
 def is_permanent(exc: BaseException) -> bool:
     """True when `exc`, or an error it was explicitly raised from
-    (`raise … from err`), is an ExportdError marked permanent."""
+    (`raise … from err`), is an ExportdError marked permanent. A full disk
+    never is (`is_storage_full`): space comes back, the retry may succeed."""
+    if is_storage_full(exc):
+        return False
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -36,6 +44,28 @@ def is_permanent(exc: BaseException) -> bool:
             return True
         seen.add(id(current))
         current = current.__cause__
+    return False
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True when `exc`, or an error it was raised from or while handling, is an
+    OS error saying the volume is full (ENOSPC, EDQUOT). The context counts
+    (unless hidden with `from None`): a failing write inside a COPY or a tar
+    stream may surface as the error of whatever cleaned up after it (the
+    COPY ended early, the file closed)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in STORAGE_FULL_ERRNOS:
+            return True
+        if current.__cause__ is not None:
+            pending.append(current.__cause__)
+        if current.__context__ is not None and not current.__suppress_context__:
+            pending.append(current.__context__)
     return False
 
 

@@ -25,8 +25,27 @@ _TIMESTAMP = {"type": "string", "format": "date-time"}
 _NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 
 
+# Timestamps already written, by (instant, zone): a job's timestamps repeat
+# on every read of it (a client polling its status, the event streams), and
+# `isoformat` was the most expensive part of the job JSON (seven of them,
+# each several times the cost of a lookup). Bounded: cleared when full.
+_ISO: dict[tuple[datetime, Any, int], str] = {}
+_ISO_MAX = 8192
+
+
 def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    if value is None:
+        return None
+    # Zone and fold are part of the key: datetimes compare equal across
+    # zones (same instant) and across folds (same zone, same wall time),
+    # yet are written with different offsets.
+    key = (value, value.tzinfo, value.fold)
+    text = _ISO.get(key)
+    if text is None:
+        if len(_ISO) >= _ISO_MAX:
+            _ISO.clear()
+        text = _ISO[key] = value.isoformat().replace("+00:00", "Z")
+    return text
 
 
 def ref(name: str) -> dict[str, str]:

@@ -54,9 +54,13 @@ def kinds_registry() -> KindRegistry:
 
 @asynccontextmanager
 async def running_worker(
-    settings: Settings, db_url: str, registry: KindRegistry | None = None
+    settings: Settings,
+    db_url: str,
+    registry: KindRegistry | None = None,
+    *,
+    queues: Iterable[str] | None = None,
 ) -> AsyncIterator[WorkerDaemon]:
-    daemon = WorkerDaemon(settings, db_url, registry or kinds_registry())
+    daemon = WorkerDaemon(settings, db_url, registry or kinds_registry(), queues=queues)
     task = asyncio.create_task(daemon.run())
     ready = asyncio.create_task(daemon.ready.wait())
     await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)

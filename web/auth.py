@@ -34,6 +34,7 @@ from daemon.subjects import MAX_SUBJECT as MAX_SUBJECT
 from daemon.subjects import subject_problem
 from daemon.tokens import load_secret
 from web.errors import ApiError
+from web.token_cache import VerifiedTokens
 
 LEEWAY_SECONDS = 30
 MAX_TOKEN_BYTES = 8192
@@ -89,10 +90,15 @@ class Authenticator:
                 )
             self.key = secret
         self.algorithms = list(settings.jwt_algorithms)
+        # Tokens verified recently (web/token_cache.py: successes only, until `exp`).
+        self.verified = VerifiedTokens()
 
     def verify(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_BYTES:
             raise unauthorized("token too large")
+        known = self.verified.get(token)
+        if known is not None:
+            return known
         try:
             header = jwt.get_unverified_header(token)
             if "crit" in header:
@@ -111,7 +117,13 @@ class Authenticator:
         except jwt.PyJWTError:
             raise unauthorized("invalid token") from None
         subject = check_subject(claims.get("sub"))
-        return Principal(subject, claims.get(self.settings.jwt_role_claim) == "admin")
+        principal = Principal(subject, claims.get(self.settings.jwt_role_claim) == "admin")
+        try:
+            expires_at = int(claims["exp"])  # as PyJWT read it when checking it
+        except (KeyError, TypeError, ValueError):
+            return principal  # cannot happen (exp is required); then not remembered
+        self.verified.put(token, principal, expires_at)
+        return principal
 
     def authenticate(self, request: Request) -> Principal:
         kind, value = credential(request.headers)

@@ -11,8 +11,7 @@ instead, counted per key.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import limits
@@ -97,11 +96,9 @@ class ApiContext:
                 headers={"Retry-After": str(retry)},
             )
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
+    def connection(self) -> AbstractAsyncContextManager[Connection]:
         """A pooled autocommit connection; DatabaseUnavailable when there is none."""
-        async with self.database.connection() as conn:
-            yield conn
+        return self.database.connection()
 
 
 def api_context(request: Request) -> ApiContext:

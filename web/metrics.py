@@ -13,12 +13,17 @@ Two kinds of figures:
   they are the same whichever process is scraped and need no worker
   endpoint. That read
   has a deadline: with the database down, /metrics still answers at once with
-  the process metrics and `exportd_database_up 0`.
+  the process metrics and `exportd_database_up 0`;
+- free bytes of the work and storage volumes (`exportd_volume_free_bytes`,
+  one statvfs each), read on this process's host: with workers on other
+  hosts, their own log warns when they stop starting exports for lack of
+  space (docs/operations.md, "A full disk").
 
 /metrics needs no token; keep it on an internal network. So that no request
 can grow it, every label value comes from a fixed set: the route template
 of the route table (or `unmatched`), one of KNOWN_METHODS (or `other`), the
-status code exportd answered, the kinds of this process's configuration.
+status code exportd answered, the kinds of this process's configuration,
+`work` or `storage`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.db.metrics import CLEANUP_TOTALS, WEBHOOK_OUTCOMES, read_figures
 from daemon.models import JobStatus
+from daemon.storage.volumes import VOLUMES, free_space
 from web.context import api_context
 
 SCRAPE_DEADLINE_SECONDS = 2.0
@@ -90,13 +96,27 @@ class MetricsMiddleware:
         async def observing_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                REQUEST_SECONDS.labels(_route(scope)).observe(time.perf_counter() - started)
+                _child(REQUEST_SECONDS, (_route(scope),)).observe(time.perf_counter() - started)
             await send(message)
 
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            REQUESTS.labels(_route(scope), _method(scope), str(status["code"])).inc()
+            _child(REQUESTS, (_route(scope), _method(scope), str(status["code"]))).inc()
+
+
+# The metric of each label set, once looked up: `labels()` takes a lock and
+# checks its arguments on every call (twice per request). Bounded like the
+# label values themselves.
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Counter | Histogram, labels: tuple[str, ...]) -> Any:
+    key = (metric, labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
 
 
 def _method(scope: Scope) -> str:
@@ -187,6 +207,46 @@ class DatabaseFigures(Collector):
         return family
 
 
+class VolumeFigures(Collector):
+    """Free bytes of the work and storage volumes (`daemon.storage.volumes`),
+    as this process's host sees them, and the workers' floor."""
+
+    def __init__(self, free: dict[str, int | None], min_free_bytes: int) -> None:
+        self.free = free
+        self.min_free_bytes = min_free_bytes
+
+    def collect(self) -> Iterator[Any]:
+        free = GaugeMetricFamily(
+            "exportd_volume_free_bytes",
+            "Bytes still free for exportd on the volume of running steps' files "
+            "(work) and of packages (storage; local backend only)",
+            labels=["volume"],
+        )
+        for volume in VOLUMES:
+            value = self.free.get(volume)
+            if value is not None:
+                free.add_metric([volume], value)
+        yield free
+        floor = GaugeMetricFamily(
+            "exportd_min_free_bytes",
+            "EXPORTD_MIN_FREE_BYTES: below it on either volume a worker starts no export",
+        )
+        floor.add_metric([], self.min_free_bytes)
+        yield floor
+
+
+async def _read_free_space(request: Request) -> dict[str, int | None]:
+    """statvfs in a thread, with the scrape's deadline (a stalled network
+    mount leaves the figures out instead of hanging /metrics)."""
+    settings = api_context(request).settings
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(free_space, settings), timeout=SCRAPE_DEADLINE_SECONDS
+        )
+    except Exception:
+        return {}
+
+
 async def _read_figures(request: Request) -> dict[str, Any] | None:
     ctx = api_context(request)
 
@@ -208,4 +268,6 @@ async def metrics(request: Request) -> Response:
     figures = CollectorRegistry()
     kinds = api_context(request).registry.names()
     figures.register(DatabaseFigures(await _read_figures(request), kinds))
+    free = await _read_free_space(request)
+    figures.register(VolumeFigures(free, api_context(request).settings.min_free_bytes))
     return Response(_exposition((REGISTRY, figures)), media_type=CONTENT_TYPE_LATEST)

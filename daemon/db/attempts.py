@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, LiteralString
 from uuid import UUID
 
+import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
@@ -50,6 +51,7 @@ class AttemptRow:
     finished_at: datetime | None
     outcome: str | None
     error: str | None
+    resumed_from_step: int | None = None  # 1-based; None: the attempt started at step 1
 
 
 async def _one(pool: Pool, query: LiteralString, params: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -141,6 +143,51 @@ async def rescue_lost(pool: Pool, queue_job_id: int, *, retry_at: datetime) -> s
     """Record a lost attempt; 'retried', 'failed', 'cancelled', 'skipped' or 'gone'."""
     row = await _one(pool, Q["rescue_lost"], {"queue_job_id": queue_job_id, "retry_at": retry_at})
     return str(row[0]) if row else "gone"
+
+
+async def record_resume(pool: Pool, job_id: UUID, run: int, attempt: int, *, step: int) -> None:
+    """The attempt continues its run at `step` (1-based)."""
+    await _one(
+        pool, Q["record_resume"], {"job_id": job_id, "run": run, "attempt": attempt, "step": step}
+    )
+
+
+async def end_run(conn: Connection, job_id: UUID, run: int) -> bool:
+    """Claim the end of a run's kept steps: True for the one caller that
+    must roll them back; False once claimed, or when the job is gone.
+    `conn` is in autocommit mode."""
+    try:
+        with translated_errors():
+            cur = await conn.execute(Q["end_run"], {"job_id": job_id, "run": run})
+            return await cur.fetchone() is not None
+    except psycopg.errors.ForeignKeyViolation:
+        return False  # the job row was deleted meanwhile
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the checkpoint sweep may do with one run's checkpoint (see
+    `run_states` in sql/queries/attempts.sql), and the job to roll back for."""
+
+    job_id: UUID
+    run: int
+    state: str  # live, open, completed, ended, gone
+    kind: str | None
+    owner_id: str | None
+    params: dict[str, Any] | None
+    created_at: datetime | None
+    attempts: int | None
+
+
+async def run_states(conn: Connection, runs: list[tuple[UUID, int]]) -> list[RunState]:
+    with translated_errors():
+        async with conn.cursor(row_factory=class_row(RunState)) as cur:
+            await cur.execute(
+                Q["run_states"],
+                {"job_ids": [job for job, _ in runs], "runs": [run for _, run in runs]},
+            )
+            states: list[RunState] = await cur.fetchall()
+            return states
 
 
 async def attempts_of_job(conn: Connection, job_id: UUID) -> list[AttemptRow]:

@@ -69,11 +69,19 @@ def _job(row: Mapping[str, Any]) -> Job:
 
 
 def job_row(cursor: AsyncCursor[Any]) -> RowMaker[Job]:
-    """psycopg row factory: whole rows of `exportd.jobs` as `Job`."""
-    make_dict = dict_row(cursor)
+    """psycopg row factory: whole rows of `exportd.jobs` as `Job`.
+
+    The columns `Job` carries are found once per result, not per row, and
+    each row becomes one dict (the status API reads a row per request)."""
+    # The names straight from the result: `cursor.description` would build a
+    # Column object per column for every result.
+    result = cursor.pgresult
+    count = 0 if result is None else result.nfields
+    names = [(result.fname(i) or b"").decode() for i in range(count)] if result else []
+    kept = [(i, name) for i, name in enumerate(names) if name in _JOB_COLUMNS]
 
     def make(values: Sequence[Any]) -> Job:
-        return _job(make_dict(values))
+        return Job(**{name: values[i] for i, name in kept})
 
     return make
 
@@ -173,7 +181,10 @@ async def request_cancel(conn: Connection, job_id: UUID) -> Job:
 
 
 async def get_job(conn: Connection, job_id: UUID) -> Job:
-    job = await _fetch_one(conn, Q["get_job"], {"job_id": job_id})
+    # A read: no constraint or trigger to translate (`_translated`).
+    async with conn.cursor(row_factory=job_row) as cur:
+        await cur.execute(Q["get_job"], {"job_id": job_id})
+        job = await cur.fetchone()
     if job is None:
         raise JobNotFound(f"no job {job_id}")
     return job

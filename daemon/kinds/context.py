@@ -9,6 +9,7 @@ kinds without loading the worker.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -21,7 +22,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from daemon.errors import PackagingError
+from daemon.compression import DEFAULT_LEVEL
+from daemon.errors import PackagingError, is_storage_full
 from daemon.kinds.progress import PROGRESS_INTERVAL, ProgressReporter, ProgressSink
 
 if TYPE_CHECKING:
@@ -51,11 +53,21 @@ class JobInfo:
 
 @dataclass(frozen=True)
 class PackageFile:
-    """A member to archive: where to read it and its name inside the package."""
+    """A member to archive: where to read it and its name inside the package.
+
+    `compressed`: `source` holds the content already as one complete gzip
+    member (the SQL step compresses while rows arrive); packaging copies it
+    into the archive as it is. `size` and `sha256` then describe the
+    content, which packaging does not read again. Every field is a plain
+    JSON value or a Path (a checkpoint stores them generically).
+    """
 
     source: Path
     arcname: str
     rows: int | None = None
+    compressed: bool = False
+    size: int | None = None
+    sha256: str | None = None
 
 
 def check_arcname(name: str) -> str:
@@ -85,8 +97,12 @@ class ExportContext:
         *,
         clock: Callable[[], float] = time.monotonic,
         progress_interval: float = PROGRESS_INTERVAL,
+        compression_level: int = DEFAULT_LEVEL,
     ) -> None:
         self.job = job
+        # EXPORTD_COMPRESSION_LEVEL: for steps that compress their output
+        # (the SQL step) and for the package.
+        self.compression_level = compression_level
         self.kind = kind
         self.work_dir = work_dir
         self.params: dict[str, Any] = kind.converted(job.params)
@@ -133,16 +149,39 @@ class ExportContext:
         self.add_file(path, arcname, rows=rows)
         return path
 
-    def add_file(self, source: Path, arcname: str, *, rows: int | None = None) -> None:
-        """Add a file to the package (read at packaging time, never followed if a symlink)."""
+    def add_file(
+        self,
+        source: Path,
+        arcname: str,
+        *,
+        rows: int | None = None,
+        compressed: bool = False,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> None:
+        """Add a file to the package (read at packaging time, never followed if a symlink).
+
+        `compressed=True`: `source` is one gzip member of the content, whose
+        `size` and `sha256` must then be given (see `PackageFile`).
+        """
         arcname = check_arcname(arcname)
+        if compressed and (size is None or sha256 is None):
+            raise ValueError("a compressed member needs its content's size and sha256")
         self.files = [f for f in self.files if f.arcname != arcname]
-        self.files.append(PackageFile(source=source, arcname=arcname, rows=rows))
+        self.files.append(
+            PackageFile(
+                source=source,
+                arcname=arcname,
+                rows=rows,
+                compressed=compressed,
+                size=size,
+                sha256=sha256,
+            )
+        )
 
     def set_rows(self, arcname: str, rows: int) -> None:
         self.files = [
-            PackageFile(f.source, f.arcname, rows) if f.arcname == arcname else f
-            for f in self.files
+            dataclasses.replace(f, rows=rows) if f.arcname == arcname else f for f in self.files
         ]
 
     # -- progress --------------------------------------------------------------
@@ -158,9 +197,10 @@ class ExportContext:
 
 # What the owner reads for an OS error, by errno: never the path (it names
 # the server's directories), never the raw strerror where a plainer word fits.
+STORAGE_FULL = "storage full"
 OS_ERROR_MESSAGES = {
-    errno.ENOSPC: "storage full",
-    errno.EDQUOT: "storage full",
+    errno.ENOSPC: STORAGE_FULL,
+    errno.EDQUOT: STORAGE_FULL,
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.ENOENT: "file not found",
@@ -171,7 +211,11 @@ def safe_error(exc: BaseException) -> str:
     """`Type: message`, one line, bounded; no traceback, no connection strings,
     and for an OS error no file name (`No space left on device: '/srv/…'`
     becomes `OSError: storage full`). This is what a job's `error_message`
-    and its attempt rows hold."""
+    and its attempt rows hold. A full disk reads `OSError: storage full`
+    wherever it struck, even when the error on its way up is another one
+    (a COPY or a stream closed after the failing write)."""
+    if is_storage_full(exc):
+        return f"OSError: {STORAGE_FULL}"
     text = _os_error_text(exc) if isinstance(exc, OSError) else None
     if text is None:
         text = _redact(" ".join(str(exc).split()))

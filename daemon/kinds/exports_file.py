@@ -21,6 +21,8 @@ Each table under `exports` is a kind named by its key (DESIGN §4):
     name = "orders"                     # -> orders.csv
     title = "Exporting orders"          # optional
     sql = "select … where owner_id = %(owner_id)s and created_at >= %(since)s"
+    estimate = "planner"                # optional: a percentage from EXPLAIN's row estimate
+    # count_sql = "select count(*) …"   # optional instead: one number, same placeholders
 
     [exports.uploads]
     type = "files"
@@ -52,7 +54,7 @@ from daemon.errors import ConfigError, KindError, ParamError
 from daemon.kinds.files import DEFAULT_INCLUDE, FileExport, check_root_template, compile_glob
 from daemon.kinds.params import Param
 from daemon.kinds.registry import Kind
-from daemon.kinds.sql import SqlQueryExport
+from daemon.kinds.sql import ESTIMATES, SqlQueryExport
 
 VARIABLE = "EXPORTD_EXPORTS_FILE"
 TYPES = ("sql", "files")
@@ -65,7 +67,7 @@ _KEYS = {
     "sql": _COMMON_KEYS | {"format", "database_url", "statement_timeout", "params", "queries"},
     "files": _COMMON_KEYS | {"root", "include", "exclude"},
 }
-_QUERY_KEYS = frozenset({"name", "title", "sql"})
+_QUERY_KEYS = frozenset({"name", "title", "sql", "count_sql", "estimate"})
 _PARAM_KEYS = frozenset({"type", "required", "default"})
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -241,7 +243,7 @@ def _add_queries(kind: Kind, table: Mapping[str, Any], where: str, default_url: 
             _fail(f"{here}: must be a table")
         for key in query:
             if key not in _QUERY_KEYS:
-                _fail(f"{here}.{key}: unknown key (use name, title, sql)")
+                _fail(f"{here}.{key}: unknown key (use name, title, sql, count_sql, estimate)")
         name = query.get("name")
         if name is None:
             _fail(f"{here}.name: is required (it names the file in the package)")
@@ -258,14 +260,34 @@ def _add_queries(kind: Kind, table: Mapping[str, Any], where: str, default_url: 
             _fail(f"{here}.sql: must be a non-empty string")
         text = text.strip().rstrip(";").rstrip()
         _check_placeholders(text, set(kind.params), f"{here}.sql")
+        count_sql, estimate = _estimate(query, kind, here)
         step = SqlQueryExport(
             name=name,
             sql=text,
             database_url=database_url,
             format=fmt,
             statement_timeout_ms=timeout,
+            count_sql=count_sql,
+            estimate=estimate,
         )
-        kind.add_step(title, step)
+        kind.add_step(title, step, resumable=True)
+
+
+def _estimate(query: Mapping[str, Any], kind: Kind, here: str) -> tuple[str | None, str | None]:
+    """`count_sql` (a query returning one number, same placeholders) or
+    `estimate = "planner"`: what gives the query's step a percentage."""
+    count_sql = query.get("count_sql")
+    estimate = query.get("estimate")
+    if count_sql is not None and estimate is not None:
+        _fail(f"{here}: give count_sql or estimate, not both")
+    if estimate is not None and estimate not in ESTIMATES:
+        _fail(f"{here}.estimate: must be {' or '.join(map(repr, ESTIMATES))}, got {estimate!r}")
+    if count_sql is not None:
+        if not isinstance(count_sql, str) or not count_sql.strip().rstrip(";").strip():
+            _fail(f"{here}.count_sql: must be a non-empty string (a query returning one number)")
+        count_sql = count_sql.strip().rstrip(";").rstrip()
+        _check_placeholders(count_sql, set(kind.params), f"{here}.count_sql")
+    return count_sql, estimate
 
 
 def _check_placeholders(text: str, declared: set[str], where: str) -> None:
@@ -339,7 +361,11 @@ def _add_files(kind: Kind, table: Mapping[str, Any], where: str) -> None:
     if not include:
         _fail(f'{where}.include: must name at least one pattern (default: ["**/*"])')
     exclude = _globs(table.get("exclude", []), f"{where}.exclude")
-    kind.add_step(FILES_STEP_TITLE, FileExport(root=root, include=include, exclude=exclude))
+    kind.add_step(
+        FILES_STEP_TITLE,
+        FileExport(root=root, include=include, exclude=exclude),
+        resumable=True,
+    )
 
 
 def _globs(raw: Any, where: str) -> tuple[str, ...]:

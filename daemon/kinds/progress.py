@@ -70,6 +70,14 @@ class ProgressReporter:
             delay = self._interval - (now - self._last_write)
             self._flusher = asyncio.create_task(self._flush_later(delay))
 
+    async def write_now(self) -> None:
+        """Write the latest value at once, throttle or not: a resumed
+        attempt shows its kept steps done from its start (DESIGN §14)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        await self._flush()
+
     def stop(self) -> None:
         """Drop what is not written yet; no write happens after this."""
         if self._flusher is not None:

@@ -15,6 +15,9 @@ A kind is declared in Python with a small decorator API:
     async def unrender(ctx):
         ...
 
+`@tool.step("…", resumable=True)` lets an automatic retry keep the step's
+outputs instead of running it again (DESIGN §14).
+
 or built from the exports file (`daemon/kinds/exports_file.py`). Modules named in
 `EXPORTD_KINDS` and entry points of the group `exportd.kinds` are scanned
 for `Kind` objects (an entry point may also name a single Kind or a callable
@@ -54,11 +57,18 @@ ENTRY_POINT_GROUP = "exportd.kinds"
 
 @dataclass
 class Step:
-    """One step of a kind: a title, `run(ctx)` and an optional `rollback(ctx)`."""
+    """One step of a kind: a title, `run(ctx)` and an optional `rollback(ctx)`.
+
+    `resumable`: what the step leaves behind is all in `ctx.files` (their
+    bytes), `ctx.result` and the JSON values of `ctx.state`, so an automatic
+    retry of its run may keep that instead of running the step again
+    (DESIGN §14, docs/kinds.md "Resume").
+    """
 
     title: str
     run: StepFn
     undo: StepFn | None = None
+    resumable: bool = False
 
     def rollback(self, fn: StepFn) -> StepFn:
         """Decorator: register the rollback of this step."""
@@ -112,18 +122,25 @@ class Kind:
                 f"and at most {MAX_TIMEOUT_SECONDS} (about 24 days)"
             )
 
-    def step(self, title: str) -> Callable[[StepFn], Step]:
+    def step(self, title: str, *, resumable: bool = False) -> Callable[[StepFn], Step]:
         """Decorator: append a step to this kind."""
 
         def register(fn: StepFn) -> Step:
-            step = Step(title=title, run=fn)
+            step = Step(title=title, run=fn, resumable=resumable)
             self.steps.append(step)
             return step
 
         return register
 
-    def add_step(self, title: str, run: StepFn, rollback: StepFn | None = None) -> Step:
-        step = Step(title=title, run=run, undo=rollback)
+    def add_step(
+        self,
+        title: str,
+        run: StepFn,
+        rollback: StepFn | None = None,
+        *,
+        resumable: bool = False,
+    ) -> Step:
+        step = Step(title=title, run=run, undo=rollback, resumable=resumable)
         self.steps.append(step)
         return step
 

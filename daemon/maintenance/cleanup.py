@@ -5,7 +5,8 @@ and by `exportd cleanup`.
 This module runs the tasks in order and accounts for them (the report, the
 totals behind the `exportd_cleanup_*` counters, the dry-run plan); each task
 is a module of its own:
-`expire` (packages), `prune` (rows), `sweep` (orphan files), `downloads`
+`expire` (packages), `prune` (rows), `checkpoints` (the checkpoints of
+ended runs), `sweep` (orphan files), `downloads`
 (download rows a dead web process left open). Every database
 step works in batches of `batch_size` rows, one statement and one transaction
 per batch, skipping rows another cleanup holds, so a backlog of a million
@@ -27,8 +28,9 @@ from daemon.db import jobs as job_store
 from daemon.db import maintenance
 from daemon.db.connect import Connection
 from daemon.db.metrics import CLEANUP_TOTALS, add_cleanup_totals
+from daemon.maintenance import checkpoints, expire, prune, sweep
 from daemon.maintenance import downloads as open_downloads
-from daemon.maintenance import expire, prune, sweep
+from daemon.maintenance.checkpoints import EndRun
 from daemon.storage.backend import Orphan, Storage
 
 log = logging.getLogger(__name__)
@@ -74,10 +76,13 @@ class Cleanup:
         storage: Storage,
         *,
         batch_size: int | None = None,
+        end_run: EndRun | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.batch_size = batch_size or settings.cleanup_batch_size
+        # A worker's: rolls back the kept steps of a run that ended without one.
+        self.end_run = end_run
 
     async def run(
         self,
@@ -137,6 +142,9 @@ class Cleanup:
             batch_size=self.batch_size,
             now=now,
             max_batches=max_batches,
+        )
+        report.orphans_removed += await checkpoints.sweep_checkpoints(
+            conn, self.storage, end_run=self.end_run
         )
         await self.sweep_orphans(conn, report, now=now)
         await open_downloads.close_stale_downloads(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from daemon.db import maintenance
 from daemon.db.connect import Connection
 from daemon.storage.backend import Orphan, Storage
-from daemon.storage.layout import job_id_of
+from daemon.storage.layout import is_checkpoint, job_id_of
 
 if TYPE_CHECKING:
     # Only for annotations: cleanup.py imports this module to run it.
@@ -61,5 +61,7 @@ async def _unreferenced(conn: Connection, entries: list[Orphan], batch_size: int
     return [
         e
         for e in entries
-        if e.relative not in referenced and str(job_id_of(e.relative)) not in active
+        if e.relative not in referenced
+        and str(job_id_of(e.relative)) not in active
+        and not is_checkpoint(e.relative)  # the checkpoint sweep's: it knows runs
     ]

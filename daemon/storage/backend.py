@@ -41,6 +41,46 @@ class Attempt:
         return layout.attempt_label(self.job_id, self.run, self.attempt)
 
 
+@dataclass(frozen=True)
+class RunId:
+    """Identifies one run of a job (names its checkpoint area)."""
+
+    job_id: UUID
+    run: int
+
+    @property
+    def relative(self) -> str:
+        return layout.checkpoint_path(self.job_id, self.run)
+
+
+class CheckpointStore(Protocol):
+    """A run's checkpoint area: the kept outputs of its finished resumable
+    steps (DESIGN §14), where the run's next attempt finds them — on another
+    host too, when the backend is shared (a bucket, or a shared directory).
+
+    A step's record (JSON bytes, `daemon.worker.checkpoints` writes and reads
+    it) is saved after its files, so a record present means its files are.
+    `name` is a file's name inside the area (hex, made by the caller).
+    """
+
+    def put_file(self, run: RunId, name: str, source: Path) -> None:
+        """Keep a copy of `source` (a hard link where the file system allows)."""
+
+    def get_file(self, run: RunId, name: str, target: Path) -> None:
+        """Put the kept file back at `target` (a new attempt's work directory)."""
+
+    def put_record(self, run: RunId, step: int, data: bytes) -> None: ...
+
+    def records(self, run: RunId) -> dict[int, bytes]:
+        """Every step record of the run, by step index (empty: nothing kept)."""
+
+    def delete(self, run: RunId) -> None:
+        """Remove the run's area and everything in it (gone already: fine)."""
+
+    def runs(self) -> list[RunId]:
+        """The runs that have a checkpoint area (the checkpoint sweep's list)."""
+
+
 class PackageWriter(Protocol):
     """A binary sink for one attempt's package.
 
@@ -106,6 +146,13 @@ class Storage(Protocol):
 
     def read(self, relative: str) -> Iterator[bytes]:
         """The package's bytes, chunk by chunk (`exportd export --output`)."""
+
+    # -- checkpoints of runs (resume) ------------------------------------------------
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """Per-run checkpoint areas: a directory next to the work directories
+        (local), objects under the prefix (S3)."""
 
     # -- the orphan sweep ----------------------------------------------------------
 

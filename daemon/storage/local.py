@@ -12,6 +12,7 @@ root (absolute paths, `..`, symlinks).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ from typing import IO, Any
 from daemon.storage import layout, local_walk
 from daemon.storage.backend import Attempt, Orphan, UnsafeLocation
 from daemon.storage.layout import TMP_DIR, WORK_DIR
+from daemon.storage.local_checkpoints import LocalCheckpoints
 
 READ_CHUNK = 1024 * 1024
 
@@ -98,6 +100,7 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.work = WorkArea(self.root)
+        self._checkpoints = LocalCheckpoints(self.root)
 
     def ensure(self) -> None:
         for sub in ("", TMP_DIR, WORK_DIR):
@@ -195,6 +198,12 @@ class LocalStorage:
             while chunk := source.read(READ_CHUNK):
                 yield chunk
 
+    # -- checkpoints of runs (resume) ------------------------------------------------
+
+    @property
+    def checkpoints(self) -> LocalCheckpoints:
+        return self._checkpoints
+
     # -- the orphan sweep ----------------------------------------------------------
 
     def old_entries(self, grace_seconds: float, now: datetime | None) -> list[Orphan]:
@@ -235,7 +244,14 @@ class LocalPackageWriter:
         self.storage.publish(self.temp, self._relative)
 
     def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self.temp.unlink(missing_ok=True)
+        """Close and remove the temp file. Never raises: on a full disk the
+        close flushes what is buffered and fails again (the file is closed
+        all the same), and the temp file must go whatever it said."""
+        file, self._file = self._file, None
+        try:
+            if file is not None:
+                with contextlib.suppress(OSError):
+                    file.close()
+        finally:
+            with contextlib.suppress(OSError):
+                self.temp.unlink(missing_ok=True)

@@ -49,7 +49,7 @@ from daemon.storage.s3_errors import (
     is_transient,
     translate,
 )
-from daemon.storage.s3_names import BUCKET, parse_storage_url, valid_parts
+from daemon.storage.s3_names import BUCKET, parse_storage_url, valid_parts, valid_relative
 from daemon.storage.s3_upload import CONTENT_TYPE, PackageUpload
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class S3Storage:
     def key_of(self, relative: str) -> str:
         """The object key of a stored package path (a row's `package_path`,
         relative to the prefix); UnsafeKey for anything exportd never writes."""
-        if not isinstance(relative, str) or not relative or not valid_parts(relative):
+        if not isinstance(relative, str) or not relative or not valid_relative(relative):
             raise UnsafeKey("refusing a package path exportd never writes")
         return self.check_key(self._join(relative))
 
@@ -182,7 +182,7 @@ class S3Storage:
         if not isinstance(key, str) or len(key.encode("utf-8", "replace")) > _MAX_KEY_BYTES:
             raise UnsafeKey("refusing an object key that is not a short string")
         head = f"{self.prefix}/" if self.prefix else ""
-        if not key.startswith(head) or not valid_parts(key[len(head) :]):
+        if not key.startswith(head) or not valid_relative(key[len(head) :]):
             raise UnsafeKey("refusing an object key outside the configured prefix")
         return key[len(head) :]
 
@@ -252,7 +252,7 @@ class S3Storage:
     def list_keys(self, under: str = "", *, page_size: int = 1000) -> Iterator[StoredObject]:
         """Every object below the prefix (and below `under`, relative to it, e.g.
         `ab/`), page by page (ListObjectsV2 continuation tokens)."""
-        if under and not valid_parts(under.rstrip("/")):
+        if under and not valid_relative(under.rstrip("/")):
             raise UnsafeKey("refusing a listing prefix outside the configured prefix")
         head = f"{self.prefix}/" if self.prefix else ""
         list_prefix = head + under

@@ -19,6 +19,7 @@ from typing import Any
 from daemon.storage.backend import Attempt, Orphan
 from daemon.storage.local import WorkArea
 from daemon.storage.s3 import ObjectReader, S3Storage
+from daemon.storage.s3_checkpoints import S3Checkpoints
 from daemon.storage.s3_errors import S3Error, UnsafeKey
 from daemon.storage.s3_upload import PackageUpload
 
@@ -33,6 +34,7 @@ class S3PackageStorage:
     def __init__(self, s3: S3Storage, work: WorkArea) -> None:
         self.s3 = s3
         self.work = work
+        self._checkpoints = S3Checkpoints(s3)
 
     def ensure(self) -> None:
         self.work.ensure()
@@ -72,6 +74,12 @@ class S3PackageStorage:
 
     def open_object(self, relative: str, range_header: str | None) -> ObjectReader:
         return self.s3.get(self.s3.key_of(relative), range_header)
+
+    # -- checkpoints of runs (resume) ----------------------------------------------------
+
+    @property
+    def checkpoints(self) -> S3Checkpoints:
+        return self._checkpoints
 
     # -- the orphan sweep ----------------------------------------------------------------
 

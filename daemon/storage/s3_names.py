@@ -34,3 +34,18 @@ def parse_storage_url(url: str) -> tuple[str, str]:
 def valid_parts(path: str) -> bool:
     """Every `/`-separated part is a key part exportd could have written."""
     return all(KEY_PART.fullmatch(part) and part not in (".", "..") for part in path.split("/"))
+
+
+# The one part exportd writes that starts with a dot: the checkpoint areas
+# (`storage.layout.CHECKPOINT_DIR`, spelt here so that this module stays
+# free of imports).
+CHECKPOINT_PART = ".checkpoints"
+
+
+def valid_relative(path: str) -> bool:
+    """A path below the prefix that exportd could have written: key parts
+    only, or key parts inside the checkpoint area."""
+    head, sep, rest = path.partition("/")
+    if head == CHECKPOINT_PART:
+        return not sep or valid_parts(rest)
+    return valid_parts(path)

@@ -4,8 +4,10 @@ procrastinate's worker asks `job_manager.fetch_job` for its next job; this
 override runs `exportd.fetch_job` (daemon/db/fetch.py, migration 0009)
 instead of procrastinate's function: one statement, like the original, that
 also passes over the jobs of an owner at `EXPORTD_OWNER_MAX_RUNNING`, of a
-kind at its `max_running`, and of a paused kind (DESIGN §13). Those jobs stay
-pending and never hold up the jobs behind them. The signature is
+kind at its `max_running`, and of a paused kind (DESIGN §13), and — while
+this worker's disk is below its free-space floor (`daemon.worker.free_space`,
+DESIGN §14) — every export. Those jobs stay pending and never hold up the
+jobs behind them. The signature is
 procrastinate's (checked by tests/unit/worker/test_procrastinate_contract.py).
 """
 
@@ -18,6 +20,7 @@ from procrastinate import PsycopgConnector
 from procrastinate import jobs as pjobs
 
 from daemon.db import fetch
+from daemon.worker.free_space import FreeSpaceFloor
 from daemon.worker.settle import SettlingJobManager
 
 if TYPE_CHECKING:
@@ -32,13 +35,18 @@ class FairJobManager(SettlingJobManager):
         # Fixed for the life of the process, like the kinds themselves.
         self.owner_max_running = runtime.settings.owner_max_running or None
         self.kind_limits = runtime.registry.running_limits()
+        # Below the free-space floor every kind is capped at 0 running
+        # exports: none starts here, the maintenance tasks (no kind) still do.
+        self.free_space = FreeSpaceFloor.for_settings(runtime.settings)
+        self.no_exports = dict.fromkeys(runtime.registry.names(), 0)
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> pjobs.Job | None:
+        allowed = await self.free_space.allows_start()
         row = await fetch.fetch_job(
             self.runtime.pool,
             queues=queues,
             worker_id=worker_id,
             owner_max_running=self.owner_max_running,
-            kind_limits=self.kind_limits,
+            kind_limits=self.kind_limits if allowed else self.no_exports,
         )
         return None if row is None else pjobs.Job.from_row(row)

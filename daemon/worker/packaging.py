@@ -7,26 +7,35 @@ files are archived: each source is opened with O_NOFOLLOW and checked with
 fstat, so a symlink or a device planted in a work directory or a file-export
 root never ends up in a package. Members get neutral ownership and modes.
 
-Compression runs on every core the process may use: the tar stream is cut
-into 1 MiB blocks, each compressed as an independent gzip member by a thread
-pool (zlib releases the GIL while deflating) and written in order. RFC 1952
-allows a gzip file to be a series of members and gzip, GNU tar, Python and
-browsers read it as one stream, so the result is an ordinary `.tar.gz`, at
-about 0.1 % more bytes than one member. Memory stays bounded: at most two
-blocks per thread are in flight.
+Compression is ISA-L deflate (`daemon.compression`, at
+`EXPORTD_COMPRESSION_LEVEL`) on every core the process may use: the tar
+stream is cut into 1 MiB blocks, each compressed as an independent gzip
+member by a thread pool (deflate releases the GIL) and written in order.
+RFC 1952 allows a gzip file to be a series of members and gzip, GNU tar,
+Python and browsers read it as one stream, so the result is an ordinary
+`.tar.gz`, at about 0.1 % more bytes than one member. Memory stays bounded:
+at most two blocks per thread are in flight.
+
+That is also what lets a file arrive already compressed (`PackageFile.
+compressed`, the SQL step's output): its tar header goes out as a small
+member of its own, then its gzip member is copied verbatim (hashed on the
+way like every output byte), then the tar padding continues the stream. The
+tar framing is written here rather than by `tarfile`, whose stream writer
+cannot be told that some of its bytes were compressed elsewhere; the
+headers themselves are `tarfile`'s (`TarInfo.tobuf`, PAX format).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import os
 import stat
 import tarfile
-import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,13 +43,19 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from daemon import __version__
+from daemon.compression import DEFAULT_LEVEL, compress_member
 from daemon.errors import PackagingError
-from daemon.kinds.context import PackageFile, check_arcname
+from daemon.kinds.context import ExportContext, PackageFile, check_arcname
 
 CHUNK = 1024 * 1024
-COMPRESS_LEVEL = 6  # gzip's own default: near -9 size at a fraction of the CPU
-GZIP_BLOCK = 1024 * 1024  # input bytes per gzip member
-GZIP_WBITS = 31  # zlib's "gzip header and trailer" mode
+GZIP_BLOCK = 1024 * 1024  # input bytes per gzip member, at least
+BLOCKSIZE = tarfile.BLOCKSIZE  # 512: tar pads every member to it
+RECORDSIZE = tarfile.RECORDSIZE  # 10240: and the archive to this
+TAR_ENCODING = "utf-8"
+
+# Called with the bytes of the package written so far (from the packaging thread).
+Progress = Callable[[int], None]
+PROGRESS_SECONDS = 0.25  # how often the packaging step's bytes are shown
 
 
 @dataclass(frozen=True)
@@ -56,10 +71,12 @@ class BuiltPackage:
 class _HashingWriter(io.RawIOBase):
     """Counts and hashes every byte on its way to the file."""
 
-    def __init__(self, target: Sink) -> None:
+    def __init__(self, target: Sink, progress: Progress | None = None) -> None:
         self.target = target
         self.digest = hashlib.sha256()
         self.size = 0
+        self._progress = progress
+        self._reported = 0
 
     def writable(self) -> bool:
         return True
@@ -69,6 +86,9 @@ class _HashingWriter(io.RawIOBase):
         self.digest.update(view)
         self.size += len(view)
         self.target.write(view)
+        if self._progress is not None and self.size - self._reported >= CHUNK:
+            self._reported = self.size
+            self._progress(self.size)
         return len(view)
 
 
@@ -88,7 +108,9 @@ class _ParallelGzipWriter(io.RawIOBase):
         self.target = target
         self.level = level
         self.threads = threads
-        self._buffer = bytearray()
+        # Whole writes kept as they came (no copy) until a block's worth.
+        self._parts: list[bytes] = []
+        self._buffered = 0
         self._pending: deque[Future[bytes]] = deque()
         self._pool: ThreadPoolExecutor | None = None
         self._members = 0
@@ -97,19 +119,31 @@ class _ParallelGzipWriter(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        size = len(memoryview(data))
-        self._buffer += data
-        while len(self._buffer) >= GZIP_BLOCK:
-            block = bytes(self._buffer[:GZIP_BLOCK])
-            del self._buffer[:GZIP_BLOCK]
-            self._submit(block)
-        return size
+        part = data if type(data) is bytes else bytes(data)
+        self._parts.append(part)
+        self._buffered += len(part)
+        if self._buffered >= GZIP_BLOCK:
+            self._submit(self._take())
+        return len(part)
+
+    def _take(self) -> bytes:
+        """The buffered writes as one block (members are 1 MiB to 2 MiB)."""
+        block = b"".join(self._parts)
+        self._parts.clear()
+        self._buffered = 0
+        return block
+
+    def end_members(self) -> None:
+        """Compress what is buffered and write every member in flight, so
+        that bytes written to the target next follow them in the stream."""
+        self._write_pending(0)
+        if self._parts:
+            self._write_member(self._take())
 
     def finish(self) -> None:
         """Compress what is left and write every member still in flight."""
-        if self._buffer or self._members == 0:
-            block = bytes(self._buffer)
-            self._buffer.clear()
+        if self._parts or self._members == 0:
+            block = self._take()
             if self._pool is None:
                 self._write_member(block)
             else:
@@ -129,44 +163,25 @@ class _ParallelGzipWriter(io.RawIOBase):
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="exportd-gzip")
-        self._pending.append(self._pool.submit(zlib.compress, block, self.level, GZIP_WBITS))
+        self._pending.append(self._pool.submit(compress_member, block, self.level))
         self._members += 1
         self._drain(2 * self.threads)
 
     def _write_member(self, block: bytes) -> None:
         """Compress in the caller's thread (one thread, or a package of one block)."""
-        self.target.write(zlib.compress(block, self.level, wbits=GZIP_WBITS))
+        self._write_pending(0)
+        self.target.write(compress_member(block, self.level))
         self._members += 1
 
-    def _drain(self, keep: int) -> None:
+    def _write_pending(self, keep: int) -> None:
         while len(self._pending) > keep:
             self.target.write(self._pending.popleft().result())
+
+    def _drain(self, keep: int) -> None:
+        self._write_pending(keep)
         if keep == 0 and self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-
-class _HashingReader(io.RawIOBase):
-    """Hashes what tarfile reads from a source file."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self.source = source
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def _open_regular(path: Path) -> tuple[IO[bytes], os.stat_result]:
@@ -187,6 +202,37 @@ class Sink(Protocol):
     def write(self, data: Any, /) -> int: ...
 
 
+async def package_with_progress(
+    ctx: ExportContext, target: Sink, *, top_dir: str, manifest_header: Mapping[str, Any]
+) -> BuiltPackage:
+    """`build_package` in a thread, showing the package bytes written so far
+    as the progress of the packaging step. The reporter is stopped when it
+    returns: no delayed progress write is left to race the completion."""
+    written = 0
+
+    def progress(size: int) -> None:
+        nonlocal written
+        written = size  # read by the event loop; an int is replaced whole
+
+    build = asyncio.ensure_future(
+        asyncio.to_thread(
+            build_package,
+            target,
+            ctx.files,
+            top_dir=top_dir,
+            manifest_header=manifest_header,
+            level=ctx.compression_level,
+            progress=progress,
+        )
+    )
+    try:
+        while not (await asyncio.wait([build], timeout=PROGRESS_SECONDS))[0]:
+            await ctx.progress(0, 0, f"{written / 1e6:.0f} MB written")
+    finally:
+        ctx.reporter.stop()
+    return build.result()
+
+
 def build_package(
     target: Path | Sink,
     files: list[PackageFile],
@@ -194,67 +240,150 @@ def build_package(
     top_dir: str,
     manifest_header: Mapping[str, Any],
     threads: int | None = None,
+    level: int = DEFAULT_LEVEL,
+    progress: Progress | None = None,
 ) -> BuiltPackage:
     """Write `files` and a manifest into `target`. Blocking: run in a thread.
 
     `target` is storage's writer (the worker), or a path that must not exist
     yet (created, written and fsync-ed here: tests and benchmarks).
 
-    `threads` compress in parallel; None means every core this process may use.
+    `threads` compress in parallel; None means every core this process may
+    use. `level` is ISA-L's (0 to 3). `progress` is called with the package
+    bytes written so far, about once per MiB.
     """
     names = [check_arcname(f.arcname) for f in files]
     threads = compression_threads() if threads is None else threads
     if len(set(names)) != len(names):
         raise PackagingError("two files in the package have the same name")
+    archive = _Archive(files, names, top_dir, manifest_header, threads, level, progress)
     if isinstance(target, Path):
         with target.open("xb") as raw:
-            built = _write_archive(raw, files, names, top_dir, manifest_header, threads)
+            built = archive.write(raw)
             raw.flush()
             os.fsync(raw.fileno())
         return BuiltPackage(target, built.size_bytes, built.sha256, built.manifest)
-    return _write_archive(target, files, names, top_dir, manifest_header, threads)
+    return archive.write(target)
 
 
-def _write_archive(
-    raw: Sink,
-    files: list[PackageFile],
-    names: list[str],
-    top_dir: str,
-    manifest_header: Mapping[str, Any],
-    threads: int,
-) -> BuiltPackage:
-    entries: list[dict[str, Any]] = []
-    hashing = _HashingWriter(raw)
-    gz = _ParallelGzipWriter(hashing, level=COMPRESS_LEVEL, threads=threads)
-    try:
-        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for item, name in zip(files, names, strict=True):
-                source, info = _open_regular(item.source)
-                with source:
-                    member = _member(f"{top_dir}/{name}", info.st_size, info.st_mtime)
-                    reader = _HashingReader(source)
-                    tar.addfile(member, reader)
-                entry: dict[str, Any] = {
-                    "path": name,
-                    "size": reader.size,
-                    "sha256": reader.digest.hexdigest(),
-                }
+@dataclass
+class _Archive:
+    """One package being written: tar framing, gzip members, hashes, manifest."""
+
+    files: list[PackageFile]
+    names: list[str]
+    top_dir: str
+    manifest_header: Mapping[str, Any]
+    threads: int
+    level: int
+    progress: Progress | None
+
+    def write(self, raw: Sink) -> BuiltPackage:
+        entries: list[dict[str, Any]] = []
+        hashing = _HashingWriter(raw, self.progress)
+        gz = _ParallelGzipWriter(hashing, level=self.level, threads=self.threads)
+        tar = _TarStream(gz)
+        try:
+            for item, name in zip(self.files, self.names, strict=True):
+                if item.compressed:
+                    size, sha256 = self._splice(tar, gz, hashing, item, name)
+                else:
+                    size, sha256 = self._copy(tar, item, name)
+                entry: dict[str, Any] = {"path": name, "size": size, "sha256": sha256}
                 if item.rows is not None:
                     entry["rows"] = item.rows
                 entries.append(entry)
-            manifest = {**manifest_header, "exportd_version": __version__, "files": entries}
+            manifest = {**self.manifest_header, "exportd_version": __version__, "files": entries}
             body = json.dumps(manifest, indent=2, ensure_ascii=False, default=str).encode() + b"\n"
-            tar.addfile(
-                _member(f"{top_dir}/manifest.json", len(body), datetime.now(UTC).timestamp()),
-                io.BytesIO(body),
-            )
-        gz.finish()
-    except BaseException:
-        gz.abandon()
-        raise
-    return BuiltPackage(
-        path=None, size_bytes=hashing.size, sha256=hashing.digest.hexdigest(), manifest=manifest
-    )
+            mtime = datetime.now(UTC).timestamp()
+            tar.header(_member(f"{self.top_dir}/manifest.json", len(body), mtime))
+            tar.content(body)
+            tar.end_member(len(body))
+            tar.close()
+            gz.finish()
+        except BaseException:
+            gz.abandon()
+            raise
+        return BuiltPackage(
+            path=None, size_bytes=hashing.size, sha256=hashing.digest.hexdigest(), manifest=manifest
+        )
+
+    def _copy(self, tar: _TarStream, item: PackageFile, name: str) -> tuple[int, str]:
+        """A plain file: read, hashed and compressed here."""
+        source, info = _open_regular(item.source)
+        digest = hashlib.sha256()
+        with source:
+            size = info.st_size
+            tar.header(_member(f"{self.top_dir}/{name}", size, info.st_mtime))
+            left = size
+            while left > 0:
+                data = source.read(min(CHUNK, left))
+                if not data:
+                    raise PackagingError(f"{name!r} shrank while it was packaged")
+                digest.update(data)
+                tar.content(data)
+                left -= len(data)
+        tar.end_member(size)
+        return size, digest.hexdigest()
+
+    def _splice(
+        self,
+        tar: _TarStream,
+        gz: _ParallelGzipWriter,
+        hashing: _HashingWriter,
+        item: PackageFile,
+        name: str,
+    ) -> tuple[int, str]:
+        """A precompressed file: its header as a member of its own, then its
+        gzip member copied as it is, then the padding in the next member."""
+        assert item.size is not None and item.sha256 is not None
+        source, info = _open_regular(item.source)
+        with source:
+            tar.header(_member(f"{self.top_dir}/{name}", item.size, info.st_mtime))
+            gz.end_members()
+            left = info.st_size
+            while left > 0:
+                data = source.read(min(CHUNK, left))
+                if not data:
+                    raise PackagingError(f"{name!r} shrank while it was packaged")
+                hashing.write(data)
+                left -= len(data)
+        tar.skip(item.size)
+        tar.end_member(item.size)
+        return item.size, item.sha256
+
+
+class _TarStream:
+    """The tar framing of a stream of members: headers, padding, end blocks.
+
+    Content may bypass it (a spliced member): `skip` then accounts for it.
+    """
+
+    def __init__(self, out: _ParallelGzipWriter) -> None:
+        self.out = out
+        self.offset = 0
+
+    def header(self, info: tarfile.TarInfo) -> None:
+        self.content(info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, "surrogateescape"))
+
+    def content(self, data: bytes) -> None:
+        self.out.write(data)
+        self.offset += len(data)
+
+    def skip(self, size: int) -> None:
+        self.offset += size
+
+    def end_member(self, size: int) -> None:
+        remainder = size % BLOCKSIZE
+        if remainder:
+            self.content(b"\0" * (BLOCKSIZE - remainder))
+
+    def close(self) -> None:
+        """Two zero blocks, then zeros up to a whole record (as tarfile writes)."""
+        self.content(b"\0" * (2 * BLOCKSIZE))
+        remainder = self.offset % RECORDSIZE
+        if remainder:
+            self.content(b"\0" * (RECORDSIZE - remainder))
 
 
 def _member(name: str, size: int, mtime: float) -> tarfile.TarInfo:

@@ -6,6 +6,16 @@ completed), and guarantees:
 
 - steps run in order; a step that raises, or a cancellation, rolls back the
   steps that finished, in reverse, then re-raises;
+- with a `Resume` (the worker always gives one), the outputs of finished
+  resumable steps are kept in the run's checkpoint (`daemon.worker.
+  checkpoints`) and an attempt starts at the first step its run had not
+  finished. A failure that the run will retry rolls back only the steps that
+  will run again; the kept ones are rolled back when the run ends (its final
+  failure, its cancellation) — once: the end is claimed in the database
+  first, so the checkpoint sweep, which ends the runs no worker ended (a
+  cancel while the job waited for its retry, a lost last attempt), never
+  rolls them back a second time. The checkpoint is deleted when the run
+  ends, completed or not;
 - the package is streamed into storage's writer (a temp file, or a
   multipart upload), published under a name unique to the attempt, and
   deleted again whenever the completion is known not to have committed:
@@ -23,14 +33,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from daemon.kinds.context import ExportContext, JobCancelled, safe_error
 from daemon.kinds.registry import Kind, Step
 from daemon.models import package_name
 from daemon.storage.backend import Attempt, PackageWriter, Storage
-from daemon.worker.packaging import BuiltPackage, build_package
+from daemon.worker.checkpoints import RunCheckpoint
+from daemon.worker.packaging import BuiltPackage, package_with_progress
 
 PACKAGING_TITLE = "Packaging"
 
@@ -45,22 +56,128 @@ class Published:
     built: BuiltPackage
 
 
-async def run_steps(kind: Kind, ctx: ExportContext) -> None:
+@dataclass
+class Resume:
+    """What the pipeline needs to keep and resume a run's steps: its
+    checkpoint, and the worker's answers (whether a failure ends the run;
+    the claim of a run's end; recording where an attempt resumed)."""
+
+    checkpoint: RunCheckpoint
+    ends_run: Callable[[BaseException], bool]
+    claim_end: Callable[[], Awaitable[bool]]
+    record_resume: Callable[[int], Awaitable[None]]
+
+
+@dataclass
+class _Done:
+    """The steps finished in this run so far, and how many of the first are kept."""
+
+    finished: list[Step] = field(default_factory=list)
+    kept: int = 0
+
+
+async def run_steps(kind: Kind, ctx: ExportContext, resume: Resume | None = None) -> None:
     """Run every step; on any exception (or cancellation) roll back and re-raise."""
-    finished: list[Step] = []
+    await _run_steps(kind, ctx, resume, _Done())
+
+
+async def _run_steps(kind: Kind, ctx: ExportContext, resume: Resume | None, done: _Done) -> None:
     try:
-        for index, step in enumerate(kind.steps):
+        first = await _restore(kind, ctx, resume, done)
+        for index in range(first, len(kind.steps)):
+            step = kind.steps[index]
             await ctx.check_cancelled()
             await ctx.reporter.enter_step(index, step.title)
             await step.run(ctx)
-            finished.append(step)
+            done.finished.append(step)
+            if resume is not None and step.resumable and done.kept == index:
+                await _keep(resume, ctx, index, step, done)
         await ctx.check_cancelled()
     except BaseException as exc:
         ctx.reporter.stop()
         if ctx.before_rollback is not None:
             await ctx.before_rollback(exc)
-        await rollback(finished, ctx)
+        await _end_attempt(ctx, resume, done, exc)
         raise
+
+
+async def _restore(kind: Kind, ctx: ExportContext, resume: Resume | None, done: _Done) -> int:
+    """Put the kept steps of the run back; the index of the first step to run."""
+    if resume is None:
+        return 0
+    if resume.checkpoint.prefetched:
+        # Read in the hop that made the work directory: only decoded here.
+        first = resume.checkpoint.restore(ctx, kind.steps)
+    else:
+        first = await asyncio.to_thread(resume.checkpoint.restore, ctx, kind.steps)
+    if first:
+        done.finished.extend(kind.steps[:first])
+        done.kept = first
+        ctx.log.info(
+            "resuming at step %d of %d (%s): the steps before it were kept",
+            first + 1,
+            len(kind.steps),
+            kind.steps[first].title if first < len(kind.steps) else PACKAGING_TITLE,
+            extra={"action": "resume"},
+        )
+        await resume.record_resume(first + 1)
+        title = kind.steps[first].title if first < len(kind.steps) else PACKAGING_TITLE
+        await ctx.reporter.enter_step(first, title)
+        await ctx.reporter.write_now()
+    return first
+
+
+async def _keep(resume: Resume, ctx: ExportContext, index: int, step: Step, done: _Done) -> None:
+    """Save a finished step's outputs; a failure to save only costs a resume."""
+    try:
+        await asyncio.to_thread(resume.checkpoint.save, ctx, index, step)
+    except Exception as exc:
+        ctx.log.warning(
+            "the outputs of %r were not kept (a retry runs it again): %s",
+            step.title,
+            safe_error(exc),
+            extra={"action": "checkpoint"},
+        )
+        return
+    done.kept = index + 1
+
+
+async def _end_attempt(
+    ctx: ExportContext, resume: Resume | None, done: _Done, exc: BaseException
+) -> None:
+    """Roll back after a failure: everything when the run ends with it, only
+    the steps that will run again when it is retried."""
+    if resume is None:
+        await rollback(done.finished, ctx)
+        return
+    if not resume.ends_run(exc):
+        await rollback(done.finished[done.kept :], ctx)
+        return
+    try:
+        claimed = await resume.claim_end() if done.kept else True
+    except Exception as claim_error:
+        # Unknown whether anyone else ends it: the kept steps and their
+        # checkpoint are left to the checkpoint sweep, which claims first.
+        ctx.log.warning(
+            "the end of the run was not recorded; its kept steps are left to the sweep: %s",
+            safe_error(claim_error),
+            extra={"action": "rollback"},
+        )
+        await rollback(done.finished[done.kept :], ctx)
+        return
+    await rollback(done.finished if claimed else done.finished[done.kept :], ctx)
+    await _delete_checkpoint(resume, ctx)
+
+
+async def _delete_checkpoint(resume: Resume, ctx: ExportContext) -> None:
+    try:
+        await asyncio.to_thread(resume.checkpoint.delete)
+    except Exception as exc:
+        ctx.log.warning(
+            "the run's checkpoint was not deleted (the sweep removes it): %s",
+            safe_error(exc),
+            extra={"action": "checkpoint"},
+        )
 
 
 async def rollback(finished: list[Step], ctx: ExportContext) -> None:
@@ -89,6 +206,7 @@ async def execute(
     ctx: ExportContext,
     storage: Storage,
     complete: Callable[[Published], Awaitable[bool]],
+    resume: Resume | None = None,
 ) -> Published:
     """One attempt from first step to committed completion.
 
@@ -102,18 +220,20 @@ async def execute(
     """
     attempt = Attempt(ctx.job.job_id, ctx.job.run, ctx.job.attempt)
     finished_all = False
+    done = _Done()
+    completed_run: Resume | None = None  # its checkpoint goes with the work directory
     try:
-        await run_steps(kind, ctx)
+        await _run_steps(kind, ctx, resume, done)
         finished_all = True
         await ctx.reporter.enter_step(len(kind.steps), PACKAGING_TITLE)
-        ctx.reporter.stop()
         writer: PackageWriter = await asyncio.to_thread(storage.open_writer, attempt)
         relative = writer.relative
+        in_place = False  # published: nothing left to discard
         try:
-            built = await asyncio.to_thread(
-                build_package,
+            # Shows the bytes written while it runs; stops the reporter when done.
+            built = await package_with_progress(
+                ctx,
                 writer,
-                ctx.files,
                 top_dir=package_name(ctx.job.kind, ctx.job.created_at).removesuffix(".tar.gz"),
                 manifest_header=_manifest_header(ctx),
             )
@@ -124,12 +244,15 @@ async def execute(
                 # wait for it, so the delete below cannot run before the
                 # package appears.
                 _, cancel = await _to_the_end(asyncio.to_thread(writer.publish))
+                in_place = True
             except BaseException:
                 await _discard(storage, relative, ctx)
                 raise
         finally:
-            # A temp file or an unfinished upload; nothing after a publish.
-            await asyncio.to_thread(writer.discard)
+            # A temp file or an unfinished upload; nothing after a publish
+            # (no thread hop then: each costs the event loop a GIL handoff).
+            if not in_place:
+                await asyncio.to_thread(writer.discard)
         if cancel is not None:
             await _discard(storage, relative, ctx)  # completion never attempted
             raise cancel
@@ -142,8 +265,9 @@ async def execute(
             finished_all = False
             raise
         if committed:
+            finished_all = False  # completed: nothing to roll back
+            completed_run = resume
             if cancel is not None:
-                finished_all = False  # completed: nothing to roll back
                 raise cancel
             return published
         await _discard(storage, relative, ctx)
@@ -154,11 +278,36 @@ async def execute(
         if finished_all:
             if ctx.before_rollback is not None:
                 await ctx.before_rollback(exc)
-            await rollback(list(kind.steps), ctx)
+            await _end_attempt(ctx, resume, done, exc)
         raise
     finally:
         ctx.reporter.stop()
-        await asyncio.to_thread(storage.remove_tree, ctx.work_dir)
+        await _clear(storage, ctx, completed_run)
+
+
+async def _clear(storage: Storage, ctx: ExportContext, completed_run: Resume | None) -> None:
+    """Remove the work directory, and first the checkpoint of a run that
+    completed: one thread hop for both (each hop costs the event loop a GIL
+    handoff). A checkpoint that stays is logged, not raised: the sweep
+    removes it."""
+
+    def clear() -> Exception | None:
+        error: Exception | None = None
+        if completed_run is not None:
+            try:
+                completed_run.checkpoint.delete()
+            except Exception as exc:
+                error = exc
+        storage.remove_tree(ctx.work_dir)
+        return error
+
+    error = await asyncio.to_thread(clear)
+    if error is not None:
+        ctx.log.warning(
+            "the run's checkpoint was not deleted (the sweep removes it): %s",
+            safe_error(error),
+            extra={"action": "checkpoint"},
+        )
 
 
 async def _to_the_end(operation: Awaitable[T]) -> tuple[T, asyncio.CancelledError | None]:

@@ -38,6 +38,7 @@ from procrastinate.worker import Worker
 
 from daemon.config import Settings
 from daemon.db.connect import translated_errors
+from daemon.db.copy import close_export_connections
 from daemon.db.migrations import schema_is_current
 from daemon.db.pools import pooled
 from daemon.errors import DatabaseUnavailable, MigrationError
@@ -148,6 +149,8 @@ class WorkerDaemon:
                     delay = min(delay * 2, MAX_RECONNECT_DELAY)
         finally:
             watchdog.cancel()
+            # Idle ones only: every export has ended by now.
+            await asyncio.to_thread(close_export_connections)
         log.info("worker stopped", extra={"action": "worker.stopped"})
         return 0
 

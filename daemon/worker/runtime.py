@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,21 +24,25 @@ from procrastinate import App, JobContext, PsycopgConnector
 from procrastinate.job_context import AbortReason
 
 from daemon.config import Settings
+from daemon.db import attempts
 from daemon.db import jobs as job_store
+from daemon.db.attempts import RunState
 from daemon.db.pools import Pool, connection_options, make_pool, pooled
 from daemon.errors import DatabaseUnavailable, DeadlineExceeded, UnknownKind
 from daemon.kinds.context import ExportContext, JobCancelled, JobInfo, safe_error
-from daemon.kinds.registry import KindRegistry
-from daemon.maintenance import rescue, webhooks
+from daemon.kinds.registry import Kind, KindRegistry
+from daemon.maintenance import checkpoints, rescue, webhooks
 from daemon.maintenance.cleanup import Cleanup, CleanupReport
 from daemon.maintenance.schedule import every
 from daemon.models import JobStatus
-from daemon.storage.backend import Attempt
+from daemon.storage.backend import Attempt, RunId
 from daemon.storage.select import open_storage
 from daemon.tasks import CLEANUP_TASK, DEFAULT_QUEUE, EXPORT_TASK, RESCUE_TASK
+from daemon.worker.checkpoints import RunCheckpoint
+from daemon.worker.ended_runs import rollback_kept_steps
 from daemon.worker.fair_fetch import FairJobManager
 from daemon.worker.limits import attempt_deadline, capped_storage
-from daemon.worker.pipeline import execute, rollback_failed
+from daemon.worker.pipeline import Resume, execute, rollback_failed
 from daemon.worker.settle import Settler
 
 log = logging.getLogger(__name__)
@@ -119,15 +124,22 @@ class ExportRuntime:
         ctx: ExportContext | None = None
         try:
             kind = self.registry.get(info.kind)
-            work_dir = await asyncio.to_thread(
-                self.storage.make_work_dir, Attempt(info.job_id, info.run, info.attempt)
+            work_dir, checkpoint = await asyncio.to_thread(
+                self._prepare, kind, Attempt(info.job_id, info.run, info.attempt)
             )
-            ctx = ExportContext(info, kind, work_dir, self._write_progress)
+            ctx = ExportContext(
+                info,
+                kind,
+                work_dir,
+                self._write_progress,
+                compression_level=self.settings.compression_level,
+            )
             ctx.before_rollback = settler.before_rollback
             settler.ctx = ctx
             storage = capped_storage(self.storage, kind.max_package_bytes)
+            resume = self._resume(context, settler, info, checkpoint)
             async with attempt_deadline(kind.timeout):
-                await execute(kind, ctx, storage, settler.complete)
+                await execute(kind, ctx, storage, settler.complete, resume)
         except asyncio.CancelledError:
             if settler.completed:
                 raise  # the abort came while the completion committed: settled
@@ -151,6 +163,42 @@ class ExportRuntime:
             log.warning("attempt failed: %s%s", safe_error(exc), _os_paths(exc), extra=extra)
             await settler.failed(exc, rollback_ok=ctx is None or not rollback_failed(ctx))
 
+    def _prepare(self, kind: Kind, attempt: Attempt) -> tuple[Path, RunCheckpoint]:
+        """The attempt's work directory, with what its run kept already read
+        back into it (blocking: one thread hop for both, each hop costing the
+        event loop a GIL handoff; `execute` applies the checkpoint)."""
+        work_dir = self.storage.make_work_dir(attempt)
+        run = RunId(attempt.job_id, attempt.run)
+        checkpoint = RunCheckpoint(self.storage.checkpoints, run, work_dir)
+        checkpoint.prefetch(kind.steps)
+        return work_dir, checkpoint
+
+    def _resume(
+        self, context: JobContext, settler: Settler, info: JobInfo, checkpoint: RunCheckpoint
+    ) -> Resume:
+        """The run's checkpoint, and which failures end the run: a user's
+        cancel does, a shutdown does not (retried at once), an attempt's
+        deadline and any other error when no retry follows."""
+
+        def ends_run(exc: BaseException) -> bool:
+            if isinstance(exc, JobCancelled):
+                return True
+            if isinstance(exc, asyncio.CancelledError):
+                reason = context.abort_reason()
+                if reason == AbortReason.SHUTDOWN:
+                    return False
+                return reason is not None or settler.final  # None: the deadline
+            return settler.ends_run(exc)
+
+        async def claim_end() -> bool:
+            async with pooled(self.pool) as conn:
+                return await attempts.end_run(conn, info.job_id, info.run)
+
+        async def record_resume(step: int) -> None:
+            await attempts.record_resume(self.pool, info.job_id, info.run, info.attempt, step=step)
+
+        return Resume(checkpoint, ends_run, claim_end, record_resume)
+
     async def _write_progress(
         self, job_id: UUID, done: int, total: int, current_step: str | None, percentage: int
     ) -> JobStatus | None:
@@ -167,10 +215,26 @@ class ExportRuntime:
     async def cleanup(self) -> CleanupReport:
         """One retention run (daemon.maintenance), on a pooled connection."""
         async with pooled(self.pool) as conn:
-            return await Cleanup(self.settings, self.storage).run(conn)
+            return await Cleanup(self.settings, self.storage, end_run=self._end_run).run(conn)
 
     async def rescue_stalled(self) -> int:
-        return await rescue.rescue_stalled(self.app.job_manager, self.pool, self.settings)
+        rescued = await rescue.rescue_stalled(self.app.job_manager, self.pool, self.settings)
+        # Runs that ended without a worker (cancelled while waiting for their
+        # retry, a lost last attempt) get their kept steps rolled back soon,
+        # not at the next cleanup. A failure waits for the next tick.
+        try:
+            await self.sweep_checkpoints()
+        except Exception as exc:
+            log.warning("checkpoint sweep failed: %s", safe_error(exc), extra={"action": "cleanup"})
+        return rescued
+
+    async def sweep_checkpoints(self) -> int:
+        """The checkpoint sweep (daemon.maintenance.checkpoints), with rollbacks."""
+        async with pooled(self.pool) as conn:
+            return await checkpoints.sweep_checkpoints(conn, self.storage, end_run=self._end_run)
+
+    async def _end_run(self, state: RunState) -> None:
+        await rollback_kept_steps(self.registry, self.storage, state)
 
     async def rescue(self, queue_job_id: int, *, attempt: int) -> str:
         return await rescue.rescue(self.pool, self.settings, queue_job_id, attempt=attempt)

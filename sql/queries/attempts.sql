@@ -97,5 +97,50 @@ SELECT (SELECT count(*) FROM job) AS settled, (SELECT count(*) FROM queue) AS qu
 SELECT exportd.rescue_lost(%(queue_job_id)s, %(retry_at)s)
 
 -- name: attempts_of_job
-SELECT job_id, run, attempt, queue_job_id, worker, started_at, finished_at, outcome, error
+SELECT job_id, run, attempt, queue_job_id, worker, started_at, finished_at, outcome, error,
+       resumed_from_step
   FROM exportd.job_attempts WHERE job_id = %(job_id)s ORDER BY run, attempt
+
+-- name: record_resume
+-- The attempt continues its run at step `step` (1-based): the steps before
+-- it finished in an earlier attempt and were kept.
+UPDATE exportd.job_attempts SET resumed_from_step = %(step)s
+ WHERE job_id = %(job_id)s AND run = %(run)s AND attempt = %(attempt)s
+RETURNING 1
+
+-- name: end_run
+-- Claims the end of a run's kept steps: true for the one caller that
+-- inserts the row (and so runs their rollback), false for everyone else
+-- and for a job that is gone.
+INSERT INTO exportd.ended_runs (job_id, run)
+SELECT job_id, %(run)s FROM exportd.jobs WHERE job_id = %(job_id)s
+ON CONFLICT DO NOTHING
+RETURNING 1
+
+-- name: run_states
+-- What the checkpoint sweep may do with the checkpoint of each (job, run):
+--   live       the run may still continue (queued, running, waiting for its
+--              retry, or failed while its last attempt rolls back): keep it;
+--   open       the run ended without a worker to roll its kept steps back
+--              (cancelled while waiting for its retry, its last worker lost);
+--   completed  the run produced its package: only delete;
+--   ended      its kept steps were already rolled back: only delete;
+--   gone       the job row is gone (deleted, pruned): only delete.
+SELECT c.job_id, c.run,
+       CASE WHEN j.job_id IS NULL THEN 'gone'
+            WHEN e.job_id IS NOT NULL THEN 'ended'
+            WHEN j.run = c.run
+                 AND (j.status IN ('pending', 'in_progress', 'cancelling')
+                      OR (j.status = 'failed'
+                          AND EXISTS (SELECT 1 FROM procrastinate_jobs AS q
+                                       WHERE q.id = j.queue_job_id
+                                         AND q.status IN ('todo', 'doing')))) THEN 'live'
+            WHEN EXISTS (SELECT 1 FROM exportd.job_attempts AS a
+                          WHERE a.job_id = c.job_id AND a.run = c.run
+                            AND a.outcome = 'succeeded') THEN 'completed'
+            ELSE 'open'
+       END AS state,
+       j.kind, j.owner_id, j.params, j.created_at, j.attempts
+  FROM unnest(%(job_ids)s::uuid[], %(runs)s::integer[]) AS c (job_id, run)
+  LEFT JOIN exportd.jobs AS j ON j.job_id = c.job_id
+  LEFT JOIN exportd.ended_runs AS e ON e.job_id = c.job_id AND e.run = c.run

@@ -18,3 +18,15 @@ COPY (SELECT row_to_json(exportd_row.*) FROM ({query}) AS exportd_row)
 -- name: set_statement_timeout
 -- SET LOCAL by another name: ends with the transaction.
 SELECT set_config('statement_timeout', %(ms)s, true)
+
+-- name: transaction_read_only
+-- The first statement of an export's transaction: it starts the READ ONLY
+-- transaction the COPY then runs in, and proves it is one. The export's
+-- application name (its kind, seen in pg_stat_activity) ends with it: the
+-- connection may serve another kind next.
+SELECT current_setting('transaction_read_only'),
+       set_config('application_name', %(application_name)s, true)
+
+-- name: explain_json
+-- The planner's row estimate of the configured query (`estimate = "planner"`).
+EXPLAIN (FORMAT JSON) {query}

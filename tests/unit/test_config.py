@@ -95,6 +95,9 @@ INVALID = [
     ("EXPORTD_JOB_RETENTION_DAYS", "-5"),
     ("EXPORTD_JOB_RETENTION_DAYS", "ninety"),
     ("EXPORTD_WORKER_CONCURRENCY", "0"),
+    ("EXPORTD_COMPRESSION_LEVEL", "6"),
+    ("EXPORTD_COMPRESSION_LEVEL", "-1"),
+    ("EXPORTD_COMPRESSION_LEVEL", "fast"),
     ("EXPORTD_SHUTDOWN_GRACE_SECONDS", "-1"),
     ("EXPORTD_SHUTDOWN_GRACE_SECONDS", "nan"),
     ("EXPORTD_RATE_LIMIT", "60 per minute"),
@@ -121,6 +124,9 @@ INVALID = [
     ("EXPORTD_HEADER_TIMEOUT_SECONDS", "0"),
     ("EXPORTD_HEADER_TIMEOUT_SECONDS", "soon"),
     ("EXPORTD_MAX_CONNECTIONS", "0"),
+    ("EXPORTD_MIN_FREE_BYTES", "-1"),
+    ("EXPORTD_MIN_FREE_BYTES", "1.5GB"),
+    ("EXPORTD_MIN_FREE_BYTES", "lots"),
 ]
 
 
@@ -136,6 +142,19 @@ def test_retention_settings() -> None:
         {"EXPORTD_CLEANUP_INTERVAL_SECONDS": "60", "EXPORTD_CLEANUP_BATCH_SIZE": "100"}
     )
     assert (custom.cleanup_interval_seconds, custom.cleanup_batch_size) == (60.0, 100)
+
+
+def test_free_space_floor() -> None:
+    assert load_settings({}).min_free_bytes == 1024**3
+    for value, expected in [("0", 0), ("123", 123), ("500MB", 500 * 1000**2), ("2 GiB", 2 << 30)]:
+        assert load_settings({"EXPORTD_MIN_FREE_BYTES": value}).min_free_bytes == expected
+
+
+def test_compression_level() -> None:
+    assert load_settings({}).compression_level == 1
+    assert load_settings({"EXPORTD_COMPRESSION_LEVEL": "3"}).compression_level == 3
+    with pytest.raises(ConfigError, match=r"^EXPORTD_COMPRESSION_LEVEL: must be an ISA-L level"):
+        load_settings({"EXPORTD_COMPRESSION_LEVEL": "9"})
 
 
 def test_accel_redirect_prefix() -> None:

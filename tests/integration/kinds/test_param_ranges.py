@@ -9,6 +9,7 @@ exists."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import uuid
 from datetime import UTC, datetime
@@ -67,7 +68,9 @@ async def export(
     work_dir = tmp_path / f"work-{job.job_id}"
     ctx = ExportContext(job, kind, work_dir, progress_sink, progress_interval=0)
     await run_steps(kind, ctx)
-    (row,) = csv.DictReader(io.StringIO((work_dir / "values.csv").read_text()))
+    (member,) = ctx.files  # the SQL step keeps its output as a gzip member
+    assert member.arcname == "values.csv" and member.compressed
+    (row,) = csv.DictReader(io.StringIO(gzip.decompress(member.source.read_bytes()).decode()))
     return row
 
 

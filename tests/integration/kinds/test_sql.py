@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
+import hashlib
+import io
 import json
 import time
 import uuid
@@ -19,7 +22,7 @@ import psycopg
 import pytest
 
 from daemon.errors import ParamError
-from daemon.kinds.context import ExportContext, JobCancelled, JobInfo
+from daemon.kinds.context import ExportContext, JobCancelled, JobInfo, PackageFile
 from daemon.kinds.exports_file import load_exports_file
 from daemon.kinds.registry import Kind
 from daemon.kinds.sql import SqlExportError
@@ -142,7 +145,22 @@ def orders_kind(tmp_path: Path, db_url: str, fmt: str = "csv") -> Kind:
 async def run_kind(kind: Kind, ctx: ExportContext) -> dict[str, str]:
     """Run every step; return the package members' contents by name."""
     await run_steps(kind, ctx)
-    return {f.arcname: f.source.read_text(encoding="utf-8") for f in ctx.files}
+    return {f.arcname: content(f) for f in ctx.files}
+
+
+def content(member: PackageFile) -> str:
+    """The text a package member will hold (the SQL step keeps it gzip-compressed)."""
+    data = member.source.read_bytes()
+    if member.compressed:
+        data = gzip.decompress(data)
+        assert len(data) == member.size
+        assert hashlib.sha256(data).hexdigest() == member.sha256
+    return data.decode("utf-8")
+
+
+def member_text(ctx: ExportContext, arcname: str) -> str:
+    (member,) = [f for f in ctx.files if f.arcname == arcname]
+    return content(member)
 
 
 async def test_csv_has_a_header_and_only_the_owners_rows(
@@ -270,8 +288,7 @@ sql = "SELECT id, note FROM shop.orders WHERE owner_id = %(owner_id)s ORDER BY i
     )
     ctx = make_ctx(tmp_path, kind, owner="carol")
     await run_steps(kind, ctx)
-    with (ctx.work_dir / "notes.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    rows = list(csv.reader(io.StringIO(member_text(ctx, "notes.csv"), newline="")))
     assert rows == [["id", "note"]] + [[str(100 + i), note] for i, note in enumerate(TRICKY)]
     assert ctx.result["rows"] == {"notes": len(TRICKY)}
 
@@ -308,7 +325,7 @@ sql = "SELECT i, repeat('x', 100) AS pad FROM generate_series(1, 20000) AS i"
     ctx = make_ctx(tmp_path, kind, sink=recording)
     await run_steps(kind, ctx)
     assert ctx.result["rows"] == {"big": 20000}
-    text = (ctx.work_dir / "big.csv").read_text()
+    text = member_text(ctx, "big.csv")
     assert text.count("\n") == 20001
     sink = recording
     assert isinstance(sink, RecordingSink)
@@ -390,6 +407,69 @@ sql = "SELECT * FROM shop.nowhere WHERE owner_id = %(owner_id)s"
     assert str(caught.value) == (
         "query 'q' failed: relation \"shop.nowhere\" does not exist (SQLSTATE 42P01)"
     )
+
+
+@pytest.mark.parametrize("estimate", ["estimate = 'planner'", "count_sql = '{count}'"])
+async def test_an_estimate_runs_with_the_same_params(
+    tmp_path: Path, db_url: str, shop: AConn, estimate: str
+) -> None:
+    count = "SELECT count(*) FROM shop.orders WHERE owner_id = %(owner_id)s"
+    kind = load_kind(
+        tmp_path,
+        db_url,
+        f"""
+[[exports.counted.queries]]
+name = "q"
+sql = "SELECT id FROM shop.orders WHERE owner_id = %(owner_id)s ORDER BY id"
+{estimate.format(count=count)}
+""",
+    )
+    ctx = make_ctx(tmp_path, kind)
+    assert await run_kind(kind, ctx) == {"q.csv": "id\n1\n3\n4\n"}
+
+
+async def test_a_failing_count_sql_fails_the_step_in_one_line(tmp_path: Path, db_url: str) -> None:
+    kind = load_kind(
+        tmp_path,
+        db_url,
+        """
+[[exports.counted.queries]]
+name = "q"
+sql = "SELECT 1 AS one WHERE %(owner_id)s IS NOT NULL"
+count_sql = "SELECT count(*) FROM shop.nowhere WHERE owner_id = %(owner_id)s"
+""",
+    )
+    ctx = make_ctx(tmp_path, kind)
+    with pytest.raises(SqlExportError) as caught:
+        await run_steps(kind, ctx)
+    assert str(caught.value) == (
+        "query 'q' failed: relation \"shop.nowhere\" does not exist (SQLSTATE 42P01)"
+    )
+    assert caught.value.permanent
+
+
+async def test_the_output_is_compressed_at_the_configured_level(
+    tmp_path: Path, db_url: str
+) -> None:
+    kind = load_kind(
+        tmp_path,
+        db_url,
+        """
+[[exports.big.queries]]
+name = "big"
+sql = "SELECT i, i %% 977 AS label FROM generate_series(1, 100000) AS i"
+""",
+    )
+    sizes = {}
+    for level in (0, 3):
+        ctx = make_ctx(tmp_path / str(level), kind)
+        ctx.compression_level = level
+        await run_steps(kind, ctx)
+        (member,) = ctx.files
+        assert member.compressed and member.rows == 100_000
+        sizes[level] = member.source.stat().st_size
+        assert member.size is not None and sizes[level] < member.size
+    assert sizes[0] > sizes[3] * 1.1, sizes
 
 
 SLEEP = """

@@ -442,7 +442,10 @@ async def test_hundred_thousand_expired_in_bounded_batches(aconn: AConn, tmp_pat
     # pruning, one for open download rows; every batch its own transaction,
     # each at most 500 rows.
     assert report.batches == 200 + 1 + 1 + 1
-    assert writes <= report.batches + 1
+    # Transaction ids are the server's, not this database's: a process an
+    # earlier test left stopping may still take one or two. One write per
+    # batch more would be 200 more.
+    assert writes <= report.batches + 3
 
 
 # -- the periodic task, the command ---------------------------------------------------------

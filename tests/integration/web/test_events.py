@@ -207,3 +207,26 @@ async def test_client_disconnect_unsubscribes(aconn: AConn, db_url: str, tmp_pat
 
         await wait_until(gone)
     assert UUID(first[1]["job_id"]) == job.job_id
+
+
+async def test_streams_of_one_job_share_each_read(
+    aconn: AConn, db_url: str, tmp_path: Path
+) -> None:
+    """A change of a job followed by many clients is one read, not one per client."""
+    job = await create(aconn, "noop", owner="alice")
+    url = f"/api/v1/jobs/{job.job_id}/events"
+    async with live_app(api_settings(tmp_path), db_url) as (base, app):
+        hub = app.state.events
+        async with httpx.AsyncClient(base_url=base) as client:
+            so_far: list[list[tuple[str, Any]]] = [[] for _ in range(20)]
+            streams = [asyncio.create_task(collect(client, url, into)) for into in so_far]
+            await poll_until(
+                lambda: hub.streams == 20 and all(so_far) and hub.listening.is_set(),
+                "every stream's first event",
+            )
+            reads = hub.reads
+            await cancel_export(aconn, job.job_id)
+            results = await asyncio.wait_for(asyncio.gather(*streams), timeout=10)
+        assert hub.reads == reads + 1
+    for received in results:
+        assert [d["status"] for n, d in received if n == "status"] == ["pending", "cancelled"]

@@ -21,6 +21,7 @@ from daemon.storage.local import LocalStorage
 from tests.api_helpers import api_client, api_settings, bearer, live_app
 from tests.e2e.processes import EXPORTD, worker_env
 from tests.helpers import completed_job, create
+from tests.tmpfs import MiB, mounted_tmpfs
 from web.app import routes as app_routes
 from web.metrics import KNOWN_METHODS
 
@@ -210,3 +211,28 @@ async def test_webhook_deliveries_by_outcome(aconn: AConn, db_url: str, tmp_path
         "unreachable": 0,
         "refused": 0,
     }
+
+
+async def test_free_bytes_of_the_work_and_storage_volumes(db_url: str, tmp_path: Path) -> None:
+    """On a tmpfs of 4 MiB holding 1 MiB: 3 MiB free on both volumes (the
+    work directories live in the storage root), and the workers' floor."""
+    with mounted_tmpfs(tmp_path / "volume", 4) as volume:
+        (volume / "held").write_bytes(b"\0" * MiB)
+        settings = api_settings(tmp_path, storage_dir=volume, min_free_bytes=5 * MiB)
+        async with api_client(settings, db_url) as client:
+            found = await scrape(client)
+            (volume / "held").unlink()
+            after = await scrape(client)
+    free = "exportd_volume_free_bytes"
+    assert found[(free, (("volume", "storage"),))] == 3 * MiB
+    assert found[(free, (("volume", "work"),))] == 3 * MiB
+    assert found[("exportd_min_free_bytes", ())] == 5 * MiB
+    assert after[(free, (("volume", "storage"),))] == 4 * MiB  # read at every scrape
+
+
+async def test_with_s3_only_the_work_volume_is_reported(db_url: str, tmp_path: Path) -> None:
+    settings = api_settings(tmp_path, storage_url="s3://bucket/prefix")
+    async with api_client(settings, db_url) as client:
+        found = await scrape(client)
+    volumes = {dict(labels)["volume"] for name, labels in found if "_volume_" in name}
+    assert volumes == {"work"}

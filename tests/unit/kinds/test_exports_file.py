@@ -346,7 +346,41 @@ INVALID = [
         "exports.k.params: only for type = 'sql'",
         id="params-in-files",
     ),
+    pytest.param(
+        QUERY + "estimate = 'guess'\n",
+        "exports.k.queries[0].estimate: must be 'planner', got 'guess'",
+        id="estimate-unknown",
+    ),
+    pytest.param(
+        QUERY + "count_sql = ' '\n",
+        "exports.k.queries[0].count_sql: must be a non-empty string",
+        id="count-sql-empty",
+    ),
+    pytest.param(
+        QUERY + "count_sql = 'SELECT count(*) FROM t WHERE x = %(nope)s'\n",
+        "exports.k.queries[0].count_sql: %(nope)s is neither owner_id nor a declared param",
+        id="count-sql-placeholder",
+    ),
+    pytest.param(
+        QUERY + "count_sql = 'SELECT 1'\nestimate = 'planner'\n",
+        "exports.k.queries[0]: give count_sql or estimate, not both",
+        id="count-sql-and-estimate",
+    ),
 ]
+
+
+def test_count_sql_and_estimate_reach_the_step(tmp_path: Path) -> None:
+    text = (
+        QUERY
+        + "estimate = 'planner'\n"
+        + QUERY.replace('"q"', '"r"')
+        + "count_sql = 'SELECT count(*) FROM t;'\n"
+    )
+    (kind,) = load(tmp_path, text)
+    first, second = (step.run for step in kind.steps)
+    assert isinstance(first, SqlQueryExport) and isinstance(second, SqlQueryExport)
+    assert (first.estimate, first.count_sql) == ("planner", None)
+    assert (second.estimate, second.count_sql) == (None, "SELECT count(*) FROM t")
 
 
 @pytest.mark.parametrize(("text", "expected"), INVALID)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.compression import GzipMemberWriter
 from daemon.errors import PackagingError
 from daemon.kinds.context import PackageFile, check_arcname
 from daemon.worker.packaging import build_package
@@ -148,3 +149,90 @@ def test_failure_mid_package_stops_the_pool(tmp_path: Path) -> None:
             threads=3,
         )
     assert threading.active_count() == before
+
+
+def gzip_member(tmp_path: Path, name: str, content: bytes) -> PackageFile:
+    """What the SQL step leaves: the content as one gzip member, its size and hash."""
+    member = tmp_path / f"{name}.gz"
+    writer = GzipMemberWriter(member, level=1)
+    for start in range(0, len(content), 1 << 20):
+        writer.write(content[start : start + (1 << 20)])
+    sha256 = writer.finish()
+    assert sha256 == hashlib.sha256(content).hexdigest() and writer.size == len(content)
+    return PackageFile(
+        member, name, rows=content.count(b"\n"), compressed=True, size=len(content), sha256=sha256
+    )
+
+
+def test_a_precompressed_member_is_spliced_in_verbatim(tmp_path: Path) -> None:
+    rows = b"".join(b"%d,row %d,xxxxxxxx\n" % (i, i * 7) for i in range(150_000))  # ~3 MiB
+    odd = b"no newline at the end, 513 bytes" + b"y" * 481  # padding that is not a block
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"between\n")
+    files = [
+        gzip_member(tmp_path, "rows.csv", rows),
+        PackageFile(plain, "plain.txt"),
+        gzip_member(tmp_path, "odd.csv", odd),
+        gzip_member(tmp_path, "empty.csv", b""),
+    ]
+    target = tmp_path / "out.tar.gz"
+    built = build_package(target, files, top_dir="export", manifest_header={}, threads=2)
+    data = target.read_bytes()
+    assert built.sha256 == hashlib.sha256(data).hexdigest()
+    # The compressed members are in the package as they are (not compressed again).
+    assert files[0].source.read_bytes() in data
+    with tarfile.open(target) as tar:
+        contents = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    assert contents["export/rows.csv"] == rows
+    assert contents["export/plain.txt"] == b"between\n"
+    assert contents["export/odd.csv"] == odd
+    assert contents["export/empty.csv"] == b""
+    manifest = json.loads(contents["export/manifest.json"])
+    assert [(f["path"], f["size"], f["sha256"]) for f in manifest["files"]] == [
+        (f.arcname, len(c), hashlib.sha256(c).hexdigest())
+        for f, c in zip(files, [rows, b"between\n", odd, b""], strict=True)
+    ]
+    assert manifest["files"][0]["rows"] == 150_000
+    # GNU tar reads the multi-member stream as one archive too.
+    listing = subprocess.run(
+        ["tar", "tzf", str(target)], capture_output=True, check=True, text=True
+    )
+    assert listing.stdout.split() == [
+        "export/rows.csv",
+        "export/plain.txt",
+        "export/odd.csv",
+        "export/empty.csv",
+        "export/manifest.json",
+    ]
+    assert len(gzip.decompress(data)) % tarfile.RECORDSIZE == 0
+
+
+def test_packaging_reports_the_bytes_written(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(5 * 1024 * 1024))  # incompressible: ~5 MiB out
+    seen: list[int] = []
+    built = build_package(
+        tmp_path / "out.tar.gz",
+        [PackageFile(big, "big.bin")],
+        top_dir="export",
+        manifest_header={},
+        progress=seen.append,
+    )
+    assert len(seen) >= 4 and seen == sorted(seen)
+    assert 0 < seen[-1] <= built.size_bytes
+
+
+def test_the_compression_level_is_applied(tmp_path: Path) -> None:
+    text = tmp_path / "rows.csv"
+    text.write_bytes(b"".join(b"%d,label %d,%d\n" % (i, i % 977, i * 31) for i in range(200_000)))
+    sizes = {
+        level: build_package(
+            tmp_path / f"level-{level}.tar.gz",
+            [PackageFile(text, "rows.csv")],
+            top_dir="export",
+            manifest_header={},
+            level=level,
+        ).size_bytes
+        for level in (0, 3)
+    }
+    assert sizes[0] > sizes[3] * 1.1, sizes
