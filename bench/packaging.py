@@ -16,6 +16,7 @@ peak RSS while packaging (the same code a worker runs). Records
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -23,17 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.http import peak_rss_mib
 from bench.results import record
 from daemon.kinds.context import PackageFile
 from daemon.worker.packaging import build_package
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far (VmHWM), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc")
 
 
 def make_files(directory: Path, mib: int) -> list[Path]:
@@ -68,7 +62,7 @@ def main() -> None:
     ours_size = tar_size = 0
     try:
         files = make_files(base / "files", args.mib)
-        rss_base = peak_rss_mib()
+        rss_base = peak_rss_mib(os.getpid())
         for round_ in range(args.rounds):
             target = base / f"exportd-{round_}.tar.gz"
             started = time.perf_counter()
@@ -89,7 +83,7 @@ def main() -> None:
             tar.append(time.perf_counter() - started)
             tar_size = (base / "tar.tar.gz").stat().st_size
             (base / "tar.tar.gz").unlink()
-        rss_growth = peak_rss_mib() - rss_base
+        rss_growth = peak_rss_mib(os.getpid()) - rss_base
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(f"{args.mib} MiB of CSV in 4 files, {args.rounds} rounds\n")

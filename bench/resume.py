@@ -22,14 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -37,15 +32,13 @@ from uuid import UUID
 import psycopg
 
 from bench.results import record
+from bench.worker import finished_job, worker_process
 from daemon.actions import ExportRequest, create_export, retry_export
 from daemon.db.embedded import EmbeddedPostgres
-from daemon.db.jobs import get_job
 from daemon.db.migrations import Migrator
-from daemon.kinds.exports_file import load_exports_file
 from daemon.kinds.registry import KindRegistry
 from daemon.models import JobStatus
 
-EXPORTD = str(Path(sys.executable).with_name("exportd"))
 GENERATE = """
 CREATE EXTENSION IF NOT EXISTS dblink;
 CREATE SCHEMA IF NOT EXISTS bench;
@@ -84,44 +77,6 @@ sql = "{QUERY} CROSS JOIN (SELECT bench.fail_once()) AS f"
 """
 
 
-@contextmanager
-def worker_process(url: str, work: Path) -> Iterator[KindRegistry]:
-    exports = work / "exports.toml"
-    exports.write_text(EXPORTS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
-    env.update(
-        EXPORTD_DATABASE_URL=url,
-        EXPORTD_EXPORTS_FILE=str(exports),
-        EXPORTD_DATA_DIR=str(work / "data"),
-        EXPORTD_STORAGE_DIR=str(work / "packages"),
-        EXPORTD_WORK_DIR=str(work / "work"),
-        EXPORTD_WORKER_CONCURRENCY="1",
-        EXPORTD_POLL_SECONDS="0.2",
-        EXPORTD_RETRY_BASE_SECONDS="0.05",
-        EXPORTD_RETRY_MAX_SECONDS="0.05",
-    )
-    log = (work / "worker.log").open("wb")
-    proc = subprocess.Popen([EXPORTD, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield KindRegistry(load_exports_file(exports, default_database_url=url))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-async def _ended(conn: psycopg.AsyncConnection[Any], job_id: UUID) -> JobStatus:
-    while True:
-        job = await get_job(conn, job_id)
-        if job.is_finished:
-            return job.status
-        await asyncio.sleep(0.1)
-
-
 async def _last_attempt_seconds(
     conn: psycopg.AsyncConnection[Any], job_id: UUID, resumed_from: int | None
 ) -> float:
@@ -142,16 +97,16 @@ async def one_round(url: str, registry: KindRegistry) -> tuple[float, float]:
         job, _ = await create_export(
             conn, registry, ExportRequest(kind="four", max_attempts=2), owner_id="bench"
         )
-        assert await _ended(conn, job.job_id) is JobStatus.COMPLETED
+        assert (await finished_job(conn, job.job_id)).status is JobStatus.COMPLETED
         resumed = await _last_attempt_seconds(conn, job.job_id, 4)
 
         await conn.execute("INSERT INTO bench.flag VALUES (1)")
         job, _ = await create_export(
             conn, registry, ExportRequest(kind="four", max_attempts=1), owner_id="bench"
         )
-        assert await _ended(conn, job.job_id) is not JobStatus.COMPLETED
+        assert (await finished_job(conn, job.job_id)).status is not JobStatus.COMPLETED
         await retry_export(conn, registry, job.job_id)
-        assert await _ended(conn, job.job_id) is JobStatus.COMPLETED
+        assert (await finished_job(conn, job.job_id)).status is JobStatus.COMPLETED
         scratch = await _last_attempt_seconds(conn, job.job_id, None)
     return resumed, scratch
 
@@ -174,7 +129,13 @@ def main() -> None:
             work = base / "exportd"
             work.mkdir()
             resumed, scratch = [], []
-            with worker_process(url, work) as registry:
+            with worker_process(
+                url,
+                work,
+                EXPORTS,
+                EXPORTD_RETRY_BASE_SECONDS="0.05",
+                EXPORTD_RETRY_MAX_SECONDS="0.05",
+            ) as (_, registry):
                 for _ in range(args.rounds):
                     r, s = asyncio.run(one_round(url, registry))
                     resumed.append(r)

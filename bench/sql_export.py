@@ -26,26 +26,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from bench.http import peak_rss_mib
 from bench.results import record
+from bench.worker import finished_job, worker_process
 from daemon.actions import ExportRequest, create_export
 from daemon.db.embedded import EmbeddedPostgres, binaries_dir
-from daemon.db.jobs import get_job
 from daemon.db.migrations import Migrator
-from daemon.kinds.exports_file import load_exports_file
 from daemon.kinds.registry import KindRegistry
 from daemon.models import JobStatus
 
@@ -86,7 +82,6 @@ def psql_copy(url: str, target: Path, *, gzip: bool) -> None:
             raise RuntimeError("psql failed")
 
 
-EXPORTD = str(Path(sys.executable).with_name("exportd"))
 EXPORTS = """
 [exports.bench]
 [[exports.bench.queries]]
@@ -106,52 +101,11 @@ sql = "{query} LIMIT 10"
 """
 
 
-def peak_rss_mib(pid: int) -> float:
-    """The process's peak resident set size so far (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc")
-
-
-@contextmanager
-def worker_process(url: str, work: Path) -> Iterator[tuple[subprocess.Popen[bytes], KindRegistry]]:
-    """A real `exportd worker` serving the bench kinds, one export at a time."""
-    exports = work / "exports.toml"
-    exports.write_text(EXPORTS.format(query=QUERY.format(owner="%(owner_id)s")))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTD_")}
-    env.update(
-        EXPORTD_DATABASE_URL=url,
-        EXPORTD_EXPORTS_FILE=str(exports),
-        EXPORTD_DATA_DIR=str(work / "data"),
-        EXPORTD_STORAGE_DIR=str(work / "packages"),
-        EXPORTD_WORK_DIR=str(work / "work"),
-        EXPORTD_WORKER_CONCURRENCY="1",
-        EXPORTD_POLL_SECONDS="0.2",
-    )
-    log = (work / "worker.log").open("wb")
-    proc = subprocess.Popen([EXPORTD, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc, KindRegistry(load_exports_file(exports, default_database_url=url))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 async def exportd_export(url: str, registry: KindRegistry, kind: str) -> tuple[float, int]:
     """One export through the worker: (started → completed seconds, package bytes)."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         job, _ = await create_export(conn, registry, ExportRequest(kind=kind), owner_id="bench")
-        while True:
-            job = await get_job(conn, job.job_id)
-            if job.status in (JobStatus.COMPLETED, JobStatus.ROLLED_BACK, JobStatus.FAILED):
-                break
-            await asyncio.sleep(0.1)
+        job = await finished_job(conn, job.job_id)
     assert job.status is JobStatus.COMPLETED, job.error_message
     assert job.started_at is not None and job.completed_at is not None
     return (job.completed_at - job.started_at).total_seconds(), job.package_size_bytes or 0
@@ -174,7 +128,8 @@ def main() -> None:
             csv_size = gz_size = package_size = 0
             work = base / "exportd"
             work.mkdir()
-            with worker_process(url, work) as (proc, registry):
+            exports = EXPORTS.format(query=QUERY.format(owner="%(owner_id)s"))
+            with worker_process(url, work, exports) as (proc, registry):
                 asyncio.run(exportd_export(url, registry, "tiny"))
                 rss_base = peak_rss_mib(proc.pid)
                 for round_ in range(args.rounds):
@@ -191,7 +146,7 @@ def main() -> None:
                 rss_csv = peak_rss_mib(proc.pid) - rss_base
             shutil.rmtree(work)
             work.mkdir()
-            with worker_process(url, work) as (proc, registry):
+            with worker_process(url, work, exports) as (proc, registry):
                 asyncio.run(exportd_export(url, registry, "tiny"))
                 rss_base_jsonl = peak_rss_mib(proc.pid)
                 jsonl_seconds, _ = asyncio.run(exportd_export(url, registry, "bench_jsonl"))
