@@ -22,62 +22,24 @@ import psycopg
 import pytest
 
 from tests.e2e.processes import EXPORTD, outcomes, poll_until, wait_status, worker, worker_env
+from tests.resume_schema import four_queries, side_table_statements
 from tests.s3_server import SeaweedServer
 from tests.s3_settings import PREFIX, object_keys, s3_env
 
 pytestmark = pytest.mark.slow
 
-EXPORTS = """
-[exports.four]
-max_attempts = 3
-[[exports.four.queries]]
-name = "q1"
-sql = "SELECT g AS n FROM (SELECT t.mark('q1')) AS m, generate_series(1, 10) AS g"
-[[exports.four.queries]]
-name = "q2"
-sql = "SELECT g AS n FROM (SELECT t.mark('q2')) AS m, generate_series(1, 20) AS g"
-[[exports.four.queries]]
-name = "q3"
-sql = "SELECT g AS n FROM (SELECT t.mark('q3'), t.block_once()) AS m, generate_series(1, 30) AS g"
-[[exports.four.queries]]
-name = "q4"
-sql = "SELECT g AS n FROM (SELECT t.mark('q4')) AS m, generate_series(1, 40) AS g"
-"""
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+EXPORTS = four_queries("block_once")
 
 
 def side_tables(db_url: str) -> None:
+    """t.ran (which query ran), t.flag (q3 hangs while it has a row)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
         except psycopg.Error as exc:
             pytest.skip(f"the dblink extension is not available on this server: {exc}")
-        conn.execute(
-            "CREATE SCHEMA t; CREATE TABLE t.ran (query text);"
-            "CREATE TABLE t.flag (x int); INSERT INTO t.flag VALUES (1)"
-        )
-        conn.execute(
-            f"""CREATE FUNCTION t.mark(name text) RETURNS int VOLATILE LANGUAGE plpgsql AS $$
-            BEGIN
-                PERFORM dblink_exec({_literal(db_url)},
-                                    format('INSERT INTO t.ran VALUES (%L)', name));
-                RETURN 1;
-            END $$"""
-        )
-        # The first run of step 3 hangs (until its worker is killed); later ones pass.
-        conn.execute(
-            f"""CREATE FUNCTION t.block_once() RETURNS int VOLATILE LANGUAGE plpgsql AS $$
-            BEGIN
-                IF EXISTS (SELECT 1 FROM t.flag) THEN
-                    PERFORM dblink_exec({_literal(db_url)}, 'DELETE FROM t.flag');
-                    PERFORM pg_sleep(120);
-                END IF;
-                RETURN 1;
-            END $$"""
-        )
+        for statement in side_table_statements(db_url):
+            conn.execute(statement)
 
 
 def host_env(

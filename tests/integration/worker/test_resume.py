@@ -28,28 +28,14 @@ from daemon.models import JobStatus
 from daemon.storage.local import LocalStorage
 from tests.helpers import create, fast_settings, kinds_registry, poll_until, running_worker
 from tests.helpers import wait_for as wait_for_job
+from tests.resume_schema import four_queries, side_table_statements
 from tests.s3_server import SeaweedServer
 from tests.s3_settings import object_keys, s3_settings
 
 pytestmark = pytest.mark.anyio
 AConn = psycopg.AsyncConnection[Any]
 
-FOUR_QUERIES = """
-[exports.four]
-max_attempts = 3
-[[exports.four.queries]]
-name = "q1"
-sql = "SELECT g AS n FROM (SELECT t.mark('q1')) AS m, generate_series(1, 10) AS g"
-[[exports.four.queries]]
-name = "q2"
-sql = "SELECT g AS n FROM (SELECT t.mark('q2')) AS m, generate_series(1, 20) AS g"
-[[exports.four.queries]]
-name = "q3"
-sql = "SELECT g AS n FROM (SELECT t.mark('q3'), t.fail_once()) AS m, generate_series(1, 30) AS g"
-[[exports.four.queries]]
-name = "q4"
-sql = "SELECT g AS n FROM (SELECT t.mark('q4')) AS m, generate_series(1, 40) AS g"
-"""
+FOUR_QUERIES = four_queries("fail_once")
 
 
 async def side_tables(aconn: AConn, db_url: str) -> None:
@@ -58,33 +44,8 @@ async def side_tables(aconn: AConn, db_url: str) -> None:
         await aconn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
     except psycopg.Error as exc:
         pytest.skip(f"the dblink extension is not available on this server: {exc}")
-    await aconn.execute(
-        "CREATE SCHEMA t; CREATE TABLE t.ran (query text);"
-        "CREATE TABLE t.flag (x int); INSERT INTO t.flag VALUES (1)"
-    )
-    await aconn.execute(
-        f"""CREATE FUNCTION t.mark(name text) RETURNS int VOLATILE LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM dblink_exec({_literal(db_url)},
-                                format('INSERT INTO t.ran VALUES (%L)', name));
-            RETURN 1;
-        END $$"""
-    )
-    # RAISE EXCEPTION is P0001: a retryable failure (not a SQL mistake).
-    await aconn.execute(
-        f"""CREATE FUNCTION t.fail_once() RETURNS int VOLATILE LANGUAGE plpgsql AS $$
-        BEGIN
-            IF EXISTS (SELECT 1 FROM t.flag) THEN
-                PERFORM dblink_exec({_literal(db_url)}, 'DELETE FROM t.flag');
-                RAISE EXCEPTION 'planned failure in step 3';
-            END IF;
-            RETURN 1;
-        END $$"""
-    )
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    for statement in side_table_statements(db_url):
+        await aconn.execute(statement)
 
 
 def sql_registry(tmp_path: Path, db_url: str) -> KindRegistry:
