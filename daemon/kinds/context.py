@@ -197,10 +197,10 @@ class ExportContext:
 
 # What the owner reads for an OS error, by errno: never the path (it names
 # the server's directories), never the raw strerror where a plainer word fits.
+# A full volume (ENOSPC, EDQUOT) is `STORAGE_FULL`, found by `is_storage_full`
+# wherever it sits in the chain of errors.
 STORAGE_FULL = "storage full"
 OS_ERROR_MESSAGES = {
-    errno.ENOSPC: STORAGE_FULL,
-    errno.EDQUOT: STORAGE_FULL,
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.ENOENT: "file not found",
