@@ -135,11 +135,15 @@ def cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
         for key, value in _describe(job):
             details.add_row(key, value)
         console.print(details)
-        history = Table("run", "attempt", "worker", "started", "finished", "outcome", "error")
+        history = Table(
+            "run", "attempt", "from step", "worker", "started", "finished", "outcome", "error"
+        )
         for row in history_rows:
             history.add_row(
                 str(row.run),
                 str(row.attempt),
+                # A resumed attempt started past the steps its run kept (DESIGN §14).
+                str(row.resumed_from_step or 1),
                 str(row.worker or "-"),
                 row.started_at.isoformat(timespec="seconds"),
                 row.finished_at.isoformat(timespec="seconds") if row.finished_at else "-",

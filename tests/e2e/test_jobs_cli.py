@@ -4,6 +4,7 @@ printed whole, any unique prefix accepted, the kinds as the API lists them."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from uuid import UUID
@@ -91,3 +92,32 @@ def test_kinds_ls_table_and_json(db_url: str) -> None:
     as_json = cli(db_url, "kinds", "ls", "--json")
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout) == {"data": kinds_registry().describe()}
+
+
+def test_show_says_which_step_each_attempt_started_at(db_url: str) -> None:
+    """An attempt that resumed its run (DESIGN §14) shows the step it started at."""
+    job = create(db_url, "noop")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO exportd.job_attempts"
+            " (job_id, run, attempt, finished_at, outcome, error, resumed_from_step)"
+            " VALUES (%(j)s, 1, 1, now(), 'failed', 'boom', NULL),"
+            "        (%(j)s, 1, 2, now(), 'failed', 'boom', 3)",
+            {"j": job},
+        )
+    env = worker_env(db_url, Path("/nonexistent"), COLUMNS="200")
+    shown = subprocess.run(
+        [EXPORTD, "jobs", "show", str(job)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    header = next(line for line in lines if "from step" in line)
+    columns = [cell.strip() for cell in re.split("[│┃]", header)]
+    rows = [[cell.strip() for cell in line.split("│")] for line in lines if "boom" in line]
+    started_at = {row[columns.index("attempt")]: row[columns.index("from step")] for row in rows}
+    assert started_at == {"1": "1", "2": "3"}, shown.stdout
