@@ -11,7 +11,8 @@ both sides alike:
   `GET /api/v1/jobs/{id}` of `exportd web` (HS256 JWT verified, rate limit
   off, one row read from PostgreSQL, job JSON) and against the same path on
   `bench/bare_app.py` (a constant JSON document, no token, no database) under
-  uvicorn with the same settings (one process, no access log). The same
+  uvicorn with the settings `exportd web` serves with (one process, its HTTP
+  protocol class, no access log, no proxy headers). The same
   exportd route is measured twice, with the JWT and with an API key
   (`Authorization: Bearer exk_…`, made by `exportd keys create`): the
   difference is what key authentication costs per request.
@@ -370,16 +371,8 @@ def run(base: Path, size: int, rounds: int, seconds: int, *, watchers: int, batc
             )
         )
         web_args = [str(VENV_BIN / "exportd"), "web", "--port", str(ours_port)]
-        bare_args = [
-            str(VENV_BIN / "uvicorn"),
-            "bench.bare_app:app",
-            "--port",
-            str(bare_port),
-            "--no-access-log",
-            "--no-server-header",
-            "--log-level",
-            "warning",
-        ]
+        # Served with the uvicorn settings of `exportd web` (bench/bare_app.py).
+        bare_args = [sys.executable, "-m", "bench.bare_app", "--port", str(bare_port)]
         nginx_args = ["nginx", "-p", str(nginx_dir), "-c", str(conf), "-e", str(nginx_dir / "e")]
         with (
             process(web_args, env, base / "web.log") as web,

