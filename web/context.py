@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import limits
 from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.requests import Request
 
 from daemon.config import Settings
@@ -56,8 +56,12 @@ class ApiContext:
     # Seconds without an event after which an SSE stream sends a comment, so
     # proxies and clients keep the connection open.
     keepalive_seconds: float = 15.0
-    limiter: MovingWindowRateLimiter = field(
-        default_factory=lambda: MovingWindowRateLimiter(MemoryStorage())
+    # A sliding window counter: two counts per bucket, O(1) per request. A
+    # moving window keeps one timestamp per request in the window and counts
+    # them on every hit: a key allowed 300,000/hour cost ~250 µs per request
+    # and megabytes of memory per key.
+    limiter: SlidingWindowCounterRateLimiter = field(
+        default_factory=lambda: SlidingWindowCounterRateLimiter(MemoryStorage())
     )
 
     def __post_init__(self) -> None:
