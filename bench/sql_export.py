@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,6 +61,18 @@ SELECT i AS id, 'bench'::text AS owner_id,
 FROM generate_series(1, %(rows)s) AS i;
 ANALYZE bench.rows;
 """
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of a running process, every thread (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of the ended child processes of the bench (psql, gzip)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def timed(fn: Any) -> float:
@@ -125,6 +139,7 @@ def main() -> None:
                 with psycopg.ClientCursor(conn) as cur:
                     cur.execute(GENERATE, {"rows": args.rows})
             plain, gz, ours = [], [], []
+            psql_cpu, worker_cpu = [], []
             csv_size = gz_size = package_size = 0
             work = base / "exportd"
             work.mkdir()
@@ -134,14 +149,18 @@ def main() -> None:
                 rss_base = peak_rss_mib(proc.pid)
                 for round_ in range(args.rounds):
                     out = base / f"copy-{round_}.csv"
+                    before = children_cpu_seconds()
                     plain.append(timed(lambda out=out: psql_copy(url, out, gzip=False)))
+                    psql_cpu.append(children_cpu_seconds() - before)
                     csv_size = out.stat().st_size
                     out.unlink()
                     gz_out = base / f"copy-{round_}.csv.gz"
                     gz.append(timed(lambda gz_out=gz_out: psql_copy(url, gz_out, gzip=True)))
                     gz_size = gz_out.stat().st_size
                     gz_out.unlink()
+                    before = process_cpu_seconds(proc.pid)
                     seconds, package_size = asyncio.run(exportd_export(url, registry, "bench"))
+                    worker_cpu.append(process_cpu_seconds(proc.pid) - before)
                     ours.append(seconds)
                 rss_csv = peak_rss_mib(proc.pid) - rss_base
             shutil.rmtree(work)
@@ -174,7 +193,11 @@ def main() -> None:
     print(line("exportd SQL export (tar.gz + sha256)", ours))
     print(f"| exportd JSONL export (1 run) | {rows / jsonl_seconds:,.0f} | {jsonl_seconds:.2f} |")
     print(
-        f"\nworker peak RSS growth over a tiny export: CSV {rss_csv:.1f} MiB, "
+        f"\nclient CPU per CSV export (median): exportd worker "
+        f"{statistics.median(worker_cpu):.2f} s, psql {statistics.median(psql_cpu):.2f} s"
+    )
+    print(
+        f"worker peak RSS growth over a tiny export: CSV {rss_csv:.1f} MiB, "
         f"JSONL {rss_jsonl:.1f} MiB (base {rss_base:.0f} MiB)"
     )
     ours_s = statistics.median(ours)
@@ -191,6 +214,8 @@ def main() -> None:
             "sql_export_jsonl_rows_per_s": round(rows / jsonl_seconds),
             "sql_copy_rows_per_s": round(rows / statistics.median(plain)),
             "sql_copy_gzip_rows_per_s": round(rows / statistics.median(gz)),
+            "sql_export_worker_cpu_s": round(statistics.median(worker_cpu), 2),
+            "sql_copy_psql_cpu_s": round(statistics.median(psql_cpu), 2),
             "sql_export_worker_rss_base_mib": round(rss_base, 1),
             "sql_export_worker_rss_growth_csv_mib": round(rss_csv, 1),
             "sql_export_worker_rss_growth_jsonl_mib": round(rss_jsonl, 1),

@@ -21,7 +21,8 @@ Why it is built this way:
   rows are compressed once, while the server still produces them, and
   memory stays flat whatever the size of the export.
 - Progress inside the step: rows and bytes so far, counted as newlines of
-  the blocks (a C-speed `bytes.count`), and a percentage when the query has
+  one block in eight and inferred for the others from their bytes (counting
+  each cost the COPY thread ~7 %), and a percentage when the query has
   an estimate (`count_sql`, or `estimate = "planner"`: the planner's row
   estimate from EXPLAIN), held below 100 % until the COPY ends. A JSONL row
   never holds a raw newline; a CSV field with a line break in it makes the
@@ -53,6 +54,7 @@ ESTIMATES = ("planner",)
 MEMBER_DIR = ".exportd-gzip"  # compressed outputs, apart from members a step names
 # Held below 100 % until the COPY ends: an estimate may be short.
 MAX_FRACTION_BEFORE_END = 0.99
+COUNT_EVERY = 8  # blocks: the newlines of one in this many are counted (`_Counter`)
 
 
 class SqlExportError(ExportdError):
@@ -226,24 +228,44 @@ async def _cancel_and_wait(copy: QueryCopy, thread: asyncio.Future[Any]) -> None
 class _Counter:
     """Rows and bytes so far, written by the COPY thread, read by the event loop.
 
-    Plain integers assigned whole: a reader sees a slightly old value, never
-    a torn one.
+    The newlines of one block in COUNT_EVERY are counted, and the rows of
+    the others inferred from their bytes at the same bytes per line: counting
+    every block cost the COPY thread about 7 % of its work (`bytes.count`
+    runs at ~1.3 GB/s and holds the GIL), for a figure shown rounded. The
+    first block is always counted, so a small export's count is exact; the
+    figure shown never goes down. The state is one tuple assigned whole: a
+    reader sees a slightly old value, never a torn one.
     """
 
     def __init__(self, *, header: bool) -> None:
         self._header = header
-        self.lines = 0
-        self.bytes = 0
+        self._blocks = 0
+        self._state = (0, 0, 0)  # (bytes, bytes of the counted blocks, their newlines)
+        self._shown = 0
         self.expected = 0  # rows, from count_sql or the planner; 0 = unknown
 
     def add(self, block: bytes) -> None:
         """Only the COPY thread calls this (one writer: no lock needed)."""
-        self.lines += block.count(b"\n")
-        self.bytes += len(block)
+        total, counted, lines = self._state
+        if self._blocks % COUNT_EVERY == 0:
+            counted += len(block)
+            lines += block.count(b"\n")
+        self._blocks += 1
+        self._state = (total + len(block), counted, lines)
+
+    @property
+    def bytes(self) -> int:
+        return self._state[0]
 
     @property
     def rows(self) -> int:
-        return max(0, self.lines - 1) if self._header else self.lines
+        """Only the event loop reads this (it keeps the figure from going down)."""
+        total, counted, lines = self._state
+        if counted:
+            lines += (total - counted) * lines // counted
+        rows = max(0, lines - 1) if self._header else lines
+        self._shown = max(self._shown, rows)
+        return self._shown
 
 
 class _CancelWatch:
