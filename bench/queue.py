@@ -15,7 +15,11 @@ Run: .venv/bin/python -m bench.queue  (the defaults are `make bench`'s: about
 - pickup latency at idle: one job every 50 ms into an idle, listening worker;
   started - enqueued, p50/p95/p99.
 - sustained arrival: single enqueues at a fixed rate for `--sustain-seconds`
-  at each rate; the highest rate whose p99 latency stays under 1 s.
+  at each rate, sent by a process of their own for every system (as the web
+  process or the deferring application does in production; see
+  `enqueue_at_rate`; `--enqueue-in-worker` for the earlier harness, which
+  enqueued on the worker's event loop); the highest rate whose p99 latency
+  (started - enqueued, on the system-wide monotonic clock) stays under 1 s.
 - time to ready (exportd only): a built-in SQL export of 100 rows created
   with the API's action (`daemon.actions.create_export`) every 1/20 s into
   a listening worker at concurrency 10; `completed_at - created_at` of each
@@ -26,7 +30,8 @@ Figures are recorded with `bench.results.record` (`queue_*`, `pickup_*`,
 
 Workers run in this process (procrastinate's `Worker`, exportd's runtime on
 the same `Worker`, pgqueuer's `QueueManager`), so the figures compare queue
-mechanics, not process start-up.
+mechanics, not process start-up; so do the enqueues, except those of the
+sustained arrival.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -43,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -91,7 +98,7 @@ def bench_kinds(probe: Probe) -> KindRegistry:
     @kind.step("Nothing")
     async def nothing(ctx: ExportContext) -> None:
         if ctx.params["key"]:
-            probe.started[ctx.params["key"]] = time.perf_counter()
+            probe.started[ctx.params["key"]] = time.monotonic()
         probe.done += 1
 
     registry = KindRegistry()
@@ -101,6 +108,7 @@ def bench_kinds(probe: Probe) -> KindRegistry:
 
 class System(Protocol):
     name: str
+    url: str
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -117,12 +125,13 @@ class Procrastinate:
 
     def __init__(self, url: str, probe: Probe) -> None:
         self.app = App(connector=PsycopgConnector(conninfo=url, max_size=20))
+        self.url = url
         self.probe = probe
 
         @self.app.task(name="bench.noop", queue="bench")
         async def noop(key: str = "") -> None:
             if key:
-                probe.started[key] = time.perf_counter()
+                probe.started[key] = time.monotonic()
             probe.done += 1
 
         self.task = noop
@@ -262,7 +271,7 @@ class Pgqueuer:
         @qm.entrypoint("bench.noop")
         async def noop(job: PgqJob) -> None:
             if job.payload:
-                probe.started[job.payload.decode()] = time.perf_counter()
+                probe.started[job.payload.decode()] = time.monotonic()
             probe.done += 1
 
         return qm
@@ -341,6 +350,24 @@ async def reset(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(f"VACUUM ANALYZE {table}")
 
 
+async def print_function_stats(conn: psycopg.AsyncConnection[Any], jobs: int) -> None:
+    """Server time per job in each plpgsql function over all the drains
+    (`track_functions = pl`; both systems' functions: their names differ),
+    most expensive first (profiling)."""
+    await asyncio.sleep(0.6)  # backends report their counters at most every 0.5 s
+    cur = await conn.execute(
+        "SELECT schemaname || '.' || funcname, calls, total_time, self_time"
+        " FROM pg_stat_user_functions ORDER BY self_time DESC"
+    )
+    for name, calls, total, own in await cur.fetchall():
+        print(
+            f"function {name:45} {calls / jobs:5.2f} calls/job"
+            f" total {total / jobs:6.3f} self {own / jobs:6.3f} ms/job",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 @dataclass
 class DrainResult:
     jobs_per_second: float
@@ -379,23 +406,34 @@ async def drain_once(
 
 
 async def latencies(
-    system: System, probe: Probe, samples: int, interval: float, concurrency: int = 10
+    system: System,
+    probe: Probe,
+    samples: int,
+    interval: float,
+    concurrency: int = 10,
+    enqueuer: ProcessPoolExecutor | None = None,
 ) -> list[float]:
-    """Enqueue one job every `interval` s into an idle worker; seconds to start."""
+    """Enqueue one job every `interval` s into an idle worker; seconds to start.
+
+    With `enqueuer`, the jobs are enqueued by that other process (see
+    `enqueue_at_rate`), else by this one, on the worker's event loop."""
     probe.started.clear()
     run = system.worker(concurrency)
     task = asyncio.create_task(run())
     await asyncio.sleep(1.0)  # the worker is listening and idle
-    sent: dict[str, float] = {}
-    next_at = time.perf_counter()
-    for i in range(samples):
-        key = f"k{i}"
-        sent[key] = time.perf_counter()
-        await system.enqueue_one(key)
-        next_at += interval
-        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-    deadline = time.perf_counter() + 30
-    while len(probe.started) < samples and time.perf_counter() < deadline:  # noqa: ASYNC110
+    if enqueuer is None:
+        sent = await _enqueue(system, samples, interval)
+    else:
+        sent = await asyncio.get_running_loop().run_in_executor(
+            enqueuer, enqueue_at_rate, system.name, system.url, samples, interval
+        )
+    if len(sent) > 1:
+        # The offered rate: an enqueuer that shares the worker's loop falls
+        # behind its schedule when the worker is busy, and offers less.
+        span = max(sent.values()) - min(sent.values())
+        print(f"  sent {len(sent) / max(span, 1e-9):.0f}/s", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + 30
+    while len(probe.started) < samples and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     await system.stop()
     with contextlib.suppress(asyncio.TimeoutError):
@@ -403,6 +441,62 @@ async def latencies(
     return [probe.started[k] - sent[k] for k in sent if k in probe.started] + [
         float("inf") for k in sent if k not in probe.started
     ]
+
+
+async def _enqueue(system: System, samples: int, interval: float) -> dict[str, float]:
+    """Single enqueues at a fixed rate; when each was sent (`time.monotonic`,
+    the system-wide clock: the starts may be stamped by another process)."""
+    sent: dict[str, float] = {}
+    next_at = time.monotonic()
+    for i in range(samples):
+        key = f"k{i}"
+        sent[key] = time.monotonic()
+        await system.enqueue_one(key)
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    return sent
+
+
+def enqueue_at_rate(name: str, url: str, samples: int, interval: float) -> dict[str, float]:
+    """The sustained arrival's enqueuer, in a process of its own (for every
+    system alike).
+
+    In production the jobs of all three systems are created by other
+    processes than the worker — exportd's by the web process (often on another
+    host), procrastinate's and pgqueuer's by the application that defers
+    them. Enqueuing on the worker's own event loop charges each enqueue's
+    round trip and CPU to the worker's one core and delays its jobs behind
+    the enqueuer's turns: at a few hundred arrivals per second on a 2-core
+    machine that measures the enqueuer as much as the queue. Same enqueue
+    statement as in-process (`System.enqueue_one`), same clock, same rates.
+    """
+    return asyncio.run(_enqueue_from(name, url, samples, interval))
+
+
+async def _enqueue_from(name: str, url: str, samples: int, interval: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="exportd-bench-enqueue-") as work:
+        system = _system(name, url, Probe(), Path(work))
+        await system.open()
+        try:
+            return await _enqueue(system, samples, interval)
+        finally:
+            await system.close()
+
+
+def _system(name: str, url: str, probe: Probe, work: Path) -> System:
+    if name == "procrastinate":
+        return Procrastinate(url, probe)
+    if name == "exportd":
+        return Exportd(url, probe, work)
+    return Pgqueuer(url, probe)
+
+
+def _ready_enqueuer() -> ProcessPoolExecutor:
+    """A started enqueuer process (spawned: no copy of this process's loop,
+    pools or connections), its imports done before the first rate runs."""
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(int).result()
+    return pool
 
 
 def pct(values: list[float], p: float) -> float:
@@ -512,12 +606,16 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 await system.open()  # pgqueuer's is open: it installed its schema
             systems = [s for s in every if s.name in args.systems]
             try:
+                if args.function_stats:
+                    await conn.execute("ALTER SYSTEM SET track_functions = 'pl'")
+                    await conn.execute("SELECT pg_reload_conf()")
+                    await conn.execute("SELECT pg_stat_reset()")
                 for sync_commit in args.synchronous_commit:
                     await conn.execute(f"ALTER SYSTEM SET synchronous_commit = {sync_commit}")
                     await conn.execute("SELECT pg_reload_conf()")
                     await asyncio.sleep(0.2)
                     rounds = args.rounds if sync_commit == "on" else args.off_rounds
-                    for concurrency in (1, 10):
+                    for concurrency in args.concurrency:
                         for round_ in range(rounds):
                             for system in systems:
                                 r = await drain_once(
@@ -543,6 +641,8 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                                     file=sys.stderr,
                                     flush=True,
                                 )
+                if args.function_stats:
+                    await print_function_stats(conn, len(results["drain"]) * args.jobs)
                 await conn.execute("ALTER SYSTEM RESET synchronous_commit")
                 await conn.execute("SELECT pg_reload_conf()")
                 for system in systems:
@@ -556,12 +656,15 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                         file=sys.stderr,
                         flush=True,
                     )
+                enqueuer = None if args.enqueue_in_worker or not args.rates else _ready_enqueuer()
                 for rate in args.rates:
                     for system in systems:
                         await reset(conn)
                         system.clear_files()
                         samples = int(rate * args.sustain_seconds)
-                        values = await latencies(system, probe, samples, 1.0 / rate)
+                        values = await latencies(
+                            system, probe, samples, 1.0 / rate, enqueuer=enqueuer
+                        )
                         results["sustained"].setdefault(system.name, {})[rate] = {
                             "p50": pct(values, 50),
                             "p99": pct(values, 99),
@@ -571,6 +674,8 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                             file=sys.stderr,
                             flush=True,
                         )
+                if enqueuer is not None:
+                    enqueuer.shutdown()
                 if "exportd" in args.systems and args.ready_samples:
                     await reset(conn)
                     values, attempts = await time_to_ready(
@@ -605,7 +710,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for sc in args.synchronous_commit:
-        for c in (1, 10):
+        for c in args.concurrency:
             medians = {}
             for name in args.systems:
                 runs = [
@@ -615,6 +720,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
                     and r["synchronous_commit"] == sc
                     and r["concurrency"] == c
                 ]
+                if not runs:
+                    continue  # no drain rounds (--rounds 0: other measurements only)
                 rates = [r["jobs_per_second"] for r in runs]
                 medians[name] = statistics.median(rates)
                 commits = statistics.median(r["commits_per_job"] for r in runs)
@@ -708,7 +815,7 @@ def figures(
     raw: dict[str, Any] = {}
     for sc in args.synchronous_commit:
         suffix = "" if sc == "on" else "_sync_off"
-        for c in (1, 10):
+        for c in args.concurrency:
             for name in args.systems:
                 rate = drain_median(results, name, sc, c)
                 if rate is None:
@@ -758,6 +865,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=4_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 10], help="drains (profiling)"
+    )
     parser.add_argument("--sustain-seconds", type=float, default=5.0)
     parser.add_argument("--rates", type=int, nargs="*", default=[100, 300, 600, 1000])
     parser.add_argument(
@@ -770,6 +880,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS), help="(profiling)"
+    )
+    parser.add_argument(
+        "--enqueue-in-worker",
+        action="store_true",
+        help="sustained arrival: enqueue on the worker's event loop (the earlier harness)",
+    )
+    parser.add_argument(
+        "--function-stats",
+        action="store_true",
+        help="print server time per job of each plpgsql function over the drains (profiling)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
     args = parser.parse_args()

@@ -19,7 +19,8 @@ at most two blocks per thread are in flight.
 That is also what lets a file arrive already compressed (`PackageFile.
 compressed`, the SQL step's output): its tar header goes out as a small
 member of its own, then its gzip member is copied verbatim (hashed on the
-way like every output byte), then the tar padding continues the stream. The
+way like every output byte; a large one by a second thread while it is
+copied), then the tar padding continues the stream. The
 tar framing is written here rather than by `tarfile`, whose stream writer
 cannot be told that some of its bytes were compressed elsewhere; the
 headers themselves are `tarfile`'s (`TarInfo.tobuf`, PAX format).
@@ -28,12 +29,14 @@ headers themselves are `tarfile`'s (`TarInfo.tobuf`, PAX format).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
 import os
 import stat
 import tarfile
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,10 +48,14 @@ from typing import IO, Any, Protocol
 from daemon import __version__
 from daemon.compression import DEFAULT_LEVEL, compress_member
 from daemon.errors import PackagingError
-from daemon.kinds.context import ExportContext, PackageFile, check_arcname
+from daemon.kinds.context import ExportContext, JobCancelled, PackageFile, check_arcname
+from daemon.storage.backend import PackageWriter
 
 CHUNK = 1024 * 1024
 GZIP_BLOCK = 1024 * 1024  # input bytes per gzip member, at least
+# A spliced member at least this large is hashed on a thread of its own
+# while it is copied; a smaller one is not worth starting the thread.
+OVERLAP_MIN = 4 * CHUNK
 BLOCKSIZE = tarfile.BLOCKSIZE  # 512: tar pads every member to it
 RECORDSIZE = tarfile.RECORDSIZE  # 10240: and the archive to this
 TAR_ENCODING = "utf-8"
@@ -90,6 +97,64 @@ class _HashingWriter(io.RawIOBase):
             self._reported = self.size
             self._progress(self.size)
         return len(view)
+
+    def copy_from(self, source: IO[bytes], size: int, name: str) -> None:
+        """The first `size` bytes of `source` written on, as `write` would,
+        while a second thread reads the same bytes and hashes them.
+
+        sha256 and the write both release the GIL: on two cores a large
+        spliced member costs about its hashing (~0.9 GB/s), not hashing plus
+        copying, after the last row of the export. The two threads meet only
+        at the end (handing each block over woke a thread twice per MiB,
+        which a loaded machine made slower than no thread at all); both read
+        with `pread`, from the page cache. A small member is copied serially.
+        """
+        if size < OVERLAP_MIN:
+            _copy_serially(source, size, name, self.write)
+            return
+        fd = source.fileno()
+        stop = threading.Event()
+        with ThreadPoolExecutor(1, thread_name_prefix="exportd-hash") as pool:
+            hashed = pool.submit(_hash_range, self.digest, fd, size, name, stop)
+            try:
+                offset = 0
+                while offset < size:
+                    data = _read_at(fd, offset, size, name)
+                    self.target.write(data)
+                    offset += len(data)
+                    self.size += len(data)
+                    if self._progress is not None and self.size - self._reported >= CHUNK:
+                        self._reported = self.size
+                        self._progress(self.size)
+            except BaseException:
+                stop.set()  # the package is abandoned: no need to hash the rest
+                raise
+            hashed.result()
+
+
+def _read_at(fd: int, offset: int, size: int, name: str) -> bytes:
+    data = os.pread(fd, min(CHUNK, size - offset), offset)
+    if not data:
+        raise PackagingError(f"{name!r} shrank while it was packaged")
+    return data
+
+
+def _hash_range(digest: Any, fd: int, size: int, name: str, stop: threading.Event) -> None:
+    offset = 0
+    while offset < size and not stop.is_set():
+        data = _read_at(fd, offset, size, name)
+        digest.update(data)
+        offset += len(data)
+
+
+def _copy_serially(source: IO[bytes], size: int, name: str, write: Callable[[bytes], Any]) -> None:
+    left = size
+    while left > 0:
+        data = source.read(min(CHUNK, left))
+        if not data:
+            raise PackagingError(f"{name!r} shrank while it was packaged")
+        write(data)
+        left -= len(data)
 
 
 def compression_threads() -> int:
@@ -202,35 +267,121 @@ class Sink(Protocol):
     def write(self, data: Any, /) -> int: ...
 
 
+class _Stopped(Exception):
+    """Raised in the packaging thread once the event loop stopped it."""
+
+
+class PackagingRun:
+    """The handshake between the event loop and the one thread that opens the
+    writer, builds the package and publishes it.
+
+    A cancellation (or any exception) can reach the event loop while that
+    thread runs. Under the lock exactly one of two things happens first: the
+    thread begins the publish (which then runs to its end; the caller deletes
+    the package), or the event loop stops the run (the thread then publishes
+    nothing, and discards the writer itself before it ends). Either way the
+    event loop waits for the thread before going on, so no partial package
+    and no open writer outlive the attempt. The job's cancel flag
+    (`ExportContext.cancelled`) is read at the same two points: about every
+    MiB of the build and just before the publish.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.publishing = False  # the publish began: the package may exist under `relative`
+        self.relative: str | None = None
+        self.written = 0  # package bytes so far, read by the event loop
+
+    def progress(self, size: int, ctx: ExportContext) -> None:
+        """From the build, about once per MiB: ends a stopped or cancelled build early."""
+        self.written = size
+        if self._stopped:
+            raise _Stopped
+        _check_cancelled(ctx)
+
+    def begin_publish(self, ctx: ExportContext) -> None:
+        """From the thread: claim the publish, unless the event loop stopped the run."""
+        with self._lock:
+            if self._stopped:
+                raise _Stopped
+            _check_cancelled(ctx)
+            self.publishing = True
+
+    def stop(self) -> bool:
+        """From the event loop: no publish from now on; True when one already began."""
+        with self._lock:
+            self._stopped = True
+            return self.publishing
+
+
 async def package_with_progress(
-    ctx: ExportContext, target: Sink, *, top_dir: str, manifest_header: Mapping[str, Any]
-) -> BuiltPackage:
-    """`build_package` in a thread, showing the package bytes written so far
-    as the progress of the packaging step. The reporter is stopped when it
-    returns: no delayed progress write is left to race the completion."""
-    written = 0
+    ctx: ExportContext,
+    open_writer: Callable[[], PackageWriter],
+    run: PackagingRun,
+    *,
+    top_dir: str,
+    manifest_header: Mapping[str, Any],
+) -> tuple[str, BuiltPackage, BaseException | None]:
+    """Open the writer, build the package into it and publish it, in one
+    thread (each thread hop costs the event loop a GIL handoff), showing the
+    package bytes written so far as the progress of the packaging step.
 
-    def progress(size: int) -> None:
-        nonlocal written
-        written = size  # read by the event loop; an int is replaced whole
+    Returns the package's relative path, the package, and the exception (a
+    cancellation) that arrived while it was being published: the caller
+    deletes the package, then raises it. An exception that arrives before the
+    publish began stops the thread, which discards the writer; it is raised
+    once the thread ended. When the publish itself fails, `run.publishing`
+    tells the caller that something may exist under `run.relative`. The
+    reporter is stopped when this returns: no delayed progress write is left
+    to race the completion."""
 
-    build = asyncio.ensure_future(
-        asyncio.to_thread(
-            build_package,
-            target,
-            ctx.files,
-            top_dir=top_dir,
-            manifest_header=manifest_header,
-            level=ctx.compression_level,
-            progress=progress,
-        )
-    )
+    def package() -> tuple[str, BuiltPackage]:
+        writer = open_writer()
+        run.relative = writer.relative
+        try:
+            built = build_package(
+                writer,
+                ctx.files,
+                top_dir=top_dir,
+                manifest_header=manifest_header,
+                level=ctx.compression_level,
+                progress=lambda size: run.progress(size, ctx),
+            )
+            run.begin_publish(ctx)
+            writer.publish()
+        except BaseException:
+            writer.discard()  # never raises; drops nothing once published
+            raise
+        return writer.relative, built
+
+    thread = asyncio.ensure_future(asyncio.to_thread(package))
     try:
-        while not (await asyncio.wait([build], timeout=PROGRESS_SECONDS))[0]:
-            await ctx.progress(0, 0, f"{written / 1e6:.0f} MB written")
+        try:
+            while not (await asyncio.wait([thread], timeout=PROGRESS_SECONDS))[0]:
+                await ctx.progress(0, 0, f"{run.written / 1e6:.0f} MB written")
+        except BaseException as interruption:
+            run.stop()
+            await _until_done(thread)
+            if thread.cancelled() or thread.exception() is not None:
+                raise  # discarded by the thread (a failed publish: `run.publishing`)
+            return (*thread.result(), interruption)
     finally:
         ctx.reporter.stop()
-    return build.result()
+    return (*thread.result(), None)
+
+
+def _check_cancelled(ctx: ExportContext) -> None:
+    """`ExportContext.check_cancelled` for the packaging thread."""
+    if ctx.cancelled:
+        raise JobCancelled(f"job {ctx.job.job_id} was cancelled")
+
+
+async def _until_done(future: asyncio.Future[Any]) -> None:
+    """Wait for `future` to end, whatever else is cancelled meanwhile."""
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([future])
 
 
 def build_package(
@@ -341,13 +492,7 @@ class _Archive:
         with source:
             tar.header(_member(f"{self.top_dir}/{name}", item.size, info.st_mtime))
             gz.end_members()
-            left = info.st_size
-            while left > 0:
-                data = source.read(min(CHUNK, left))
-                if not data:
-                    raise PackagingError(f"{name!r} shrank while it was packaged")
-                hashing.write(data)
-                left -= len(data)
+            hashing.copy_from(source, info.st_size, name)
         tar.skip(item.size)
         tar.end_member(item.size)
         return item.size, item.sha256

@@ -39,9 +39,9 @@ from typing import Any, TypeVar
 from daemon.kinds.context import ExportContext, JobCancelled, safe_error
 from daemon.kinds.registry import Kind, Step
 from daemon.models import package_name
-from daemon.storage.backend import Attempt, PackageWriter, Storage
+from daemon.storage.backend import Attempt, Storage
 from daemon.worker.checkpoints import RunCheckpoint
-from daemon.worker.packaging import BuiltPackage, package_with_progress
+from daemon.worker.packaging import BuiltPackage, PackagingRun, package_with_progress
 
 PACKAGING_TITLE = "Packaging"
 
@@ -215,8 +215,10 @@ async def execute(
     deleted, the steps rolled back, and JobCancelled raised. If `complete`
     raises, whether the row committed is unknown: nothing is deleted or
     rolled back. A cancellation of this task (procrastinate's abort) while
-    publishing or completing is held until that operation ended, then
-    re-raised — after deleting the package unless the row committed.
+    packaging stops the packaging thread before it publishes (it discards
+    the writer), or, once the publish began, is held like one while
+    completing: until that operation ended, then re-raised — after deleting
+    the package unless the row committed.
     """
     attempt = Attempt(ctx.job.job_id, ctx.job.run, ctx.job.attempt)
     finished_all = False
@@ -226,33 +228,24 @@ async def execute(
         await _run_steps(kind, ctx, resume, done)
         finished_all = True
         await ctx.reporter.enter_step(len(kind.steps), PACKAGING_TITLE)
-        writer: PackageWriter = await asyncio.to_thread(storage.open_writer, attempt)
-        relative = writer.relative
-        in_place = False  # published: nothing left to discard
+        run = PackagingRun()
         try:
-            # Shows the bytes written while it runs; stops the reporter when done.
-            built = await package_with_progress(
+            # One thread opens the writer, builds the package and publishes
+            # it; a cancellation meanwhile stops it before the publish (the
+            # thread discards the writer) or waits for the publish to end.
+            relative, built, cancel = await package_with_progress(
                 ctx,
-                writer,
+                lambda: storage.open_writer(attempt),
+                run,
                 top_dir=package_name(ctx.job.kind, ctx.job.created_at).removesuffix(".tar.gz"),
                 manifest_header=_manifest_header(ctx),
             )
-            await ctx.check_cancelled()
-            try:
-                # The thread publishes (renames the file, completes the
-                # upload) whether or not this task is cancelled meanwhile:
-                # wait for it, so the delete below cannot run before the
-                # package appears.
-                _, cancel = await _to_the_end(asyncio.to_thread(writer.publish))
-                in_place = True
-            except BaseException:
-                await _discard(storage, relative, ctx)
-                raise
-        finally:
-            # A temp file or an unfinished upload; nothing after a publish
-            # (no thread hop then: each costs the event loop a GIL handoff).
-            if not in_place:
-                await asyncio.to_thread(writer.discard)
+        except BaseException:
+            if run.publishing and run.relative is not None:
+                # The publish failed or its outcome is unknown: nothing
+                # committed points to the name.
+                await _discard(storage, run.relative, ctx)
+            raise
         if cancel is not None:
             await _discard(storage, relative, ctx)  # completion never attempted
             raise cancel

@@ -2,9 +2,9 @@
 
 Each `asyncio.to_thread` costs the worker's event loop a GIL handoff both
 ways (the drain profile of bench.queue: a fifth of the worker's CPU per
-no-op job). A no-op export makes five: the work directory made and the
-run's checkpoint read (one), the writer opened, the package built,
-published, and the checkpoint deleted with the work directory (one).
+no-op job). A no-op export makes three: the work directory made and the
+run's checkpoint read (one), the writer opened, the package built and
+published (one), and the checkpoint deleted with the work directory (one).
 
 The count is taken on a real worker running a real export; the only thing
 added is a counter in front of `to_thread` as the worker's modules see it.
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.anyio
 AConn = psycopg.AsyncConnection[Any]
 T = TypeVar("T")
 
-NO_OP_EXPORT_HOPS = 5
+NO_OP_EXPORT_HOPS = 3
 
 
 class CountingAsyncio(types.SimpleNamespace):
@@ -47,7 +47,7 @@ class CountingAsyncio(types.SimpleNamespace):
         return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-async def test_a_no_op_export_makes_five_thread_hops(
+async def test_a_no_op_export_makes_three_thread_hops(
     aconn: AConn, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counting = CountingAsyncio()

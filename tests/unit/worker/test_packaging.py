@@ -16,7 +16,7 @@ import pytest
 from daemon.compression import GzipMemberWriter
 from daemon.errors import PackagingError
 from daemon.kinds.context import PackageFile, check_arcname
-from daemon.worker.packaging import build_package
+from daemon.worker.packaging import CHUNK, OVERLAP_MIN, build_package
 
 
 def test_package_has_files_then_manifest_with_hashes(tmp_path: Path) -> None:
@@ -205,6 +205,25 @@ def test_a_precompressed_member_is_spliced_in_verbatim(tmp_path: Path) -> None:
         "export/manifest.json",
     ]
     assert len(gzip.decompress(data)) % tarfile.RECORDSIZE == 0
+
+
+def test_a_large_spliced_member_is_hashed_whole_while_it_is_copied(tmp_path: Path) -> None:
+    """A member past OVERLAP_MIN is hashed on a second thread: the package's
+    sha256 still covers every byte, in order, and the progress still moves."""
+    content = os.urandom(3 * OVERLAP_MIN // 2) + b"last row\n"  # incompressible: spliced as big
+    files = [gzip_member(tmp_path, "rows.csv", content)]
+    assert files[0].source.stat().st_size > OVERLAP_MIN + CHUNK
+    seen: list[int] = []
+    target = tmp_path / "out.tar.gz"
+    built = build_package(
+        target, files, top_dir="export", manifest_header={}, threads=2, progress=seen.append
+    )
+    data = target.read_bytes()
+    assert built.size_bytes == len(data)
+    assert built.sha256 == hashlib.sha256(data).hexdigest()
+    assert len(seen) >= 5 and seen == sorted(seen)
+    with tarfile.open(target) as tar:
+        assert tar.extractfile("export/rows.csv").read() == content  # type: ignore[union-attr]
 
 
 def test_packaging_reports_the_bytes_written(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ import pytest
 from daemon.kinds.context import ExportContext, JobInfo, PackageFile
 from daemon.kinds.registry import Kind
 from daemon.models import JobStatus
+from daemon.storage.backend import Attempt
+from daemon.storage.local import LocalStorage
 from daemon.worker import packaging
 
 pytestmark = pytest.mark.anyio
@@ -41,10 +43,16 @@ async def test_packaging_reports_the_bytes_written(
     ctx = ExportContext(job, Kind("k"), tmp_path / "work", sink, progress_interval=0)
     ctx.files = [PackageFile(data, "data.bin")]
     await ctx.reporter.enter_step(0, "Packaging")
-    with (tmp_path / "out.tar.gz").open("xb") as out:
-        built = await packaging.package_with_progress(
-            ctx, out, top_dir="export", manifest_header={}
-        )
-    assert built.size_bytes > 4 * 1024 * 1024
+    storage = LocalStorage(tmp_path / "packages")
+    storage.ensure()
+    relative, built, interrupted = await packaging.package_with_progress(
+        ctx,
+        lambda: storage.open_writer(Attempt(job.job_id, 1, 1)),
+        packaging.PackagingRun(),
+        top_dir="export",
+        manifest_header={},
+    )
+    assert interrupted is None and built.size_bytes > 4 * 1024 * 1024
+    assert storage.size(relative) == built.size_bytes
     reported = [step for step in sink.steps if step and step.startswith("Packaging: ")]
     assert reported and all(step.endswith(" MB written") for step in reported), sink.steps
