@@ -7,7 +7,9 @@ that live in the work directory, and a record of the step — every
 is stored relative to it, any other value as JSON), `ctx.result` and the
 JSON values of `ctx.state`. The next attempt of the same run, on this host
 or another, puts them back into its own work directory and starts at the
-first step without a record.
+first step without a record. A record names its run and step: a store
+that does not flush records (the local one) may show torn or stale bytes
+after a power loss, and those are no record — the step runs again.
 
 Only a prefix of the steps is ever kept: a step that is not resumable runs
 again, and so does every step after it.
@@ -41,6 +43,7 @@ class RunCheckpoint:
         self.work_dir = work_dir
         self._kept_files: set[str] = set()
         self._fetched: _Fetched | None = None
+        self._run_label = f"{run.job_id}-r{run.run}"
 
     def save(self, ctx: ExportContext, index: int, step: Step) -> None:
         """Keep what the steps up to `index` left: files first, then the record."""
@@ -56,6 +59,7 @@ class RunCheckpoint:
                     self._kept_files.add(name)
         record = {
             "version": RECORD_VERSION,
+            "run": self._run_label,
             "step": index,
             "title": step.title,
             "files": files,
@@ -118,8 +122,16 @@ class RunCheckpoint:
                 record = json.loads(records[kept])
             except ValueError:
                 break
-            # A kind whose steps changed since (a new version deployed) starts over there.
-            if record.get("version") != RECORD_VERSION or record.get("title") != steps[kept].title:
+            # A kind whose steps changed since (a new version deployed) starts
+            # over there; so does a record that is not this run's step (a
+            # store may keep records unsynced: stale bytes are no record).
+            if (
+                not isinstance(record, dict)
+                or record.get("version") != RECORD_VERSION
+                or record.get("run") != self._run_label
+                or record.get("step") != kept
+                or record.get("title") != steps[kept].title
+            ):
                 break
             last = record
             kept += 1
