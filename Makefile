@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-packages up test check format clean soak bench bench-quick
+.PHONY: install system-packages up test check format clean soak bench bench-quick screenshots
 
 # Creates .venv and installs exportd (editable) with its test tools.
 # Re-runs only when pyproject.toml changes.
@@ -29,15 +29,29 @@ up: install
 system-packages:
 	@bash .ci/system-packages
 
+# Worker processes for the test suite (pytest-xdist): most tests wait on
+# PostgreSQL, subprocesses and sockets, so the suite overlaps well even on two
+# cores. Each worker has its own PostgreSQL server and SeaweedFS. Tests are
+# handed out one at a time (--maxschedchunk 1), slow ones first (see
+# tests/conftest.py), so no worker ends up with a queue of long tests while
+# the other idles. `make test PYTEST_WORKERS=0` runs in this one process.
+PYTEST_WORKERS ?= 2
+
 # Lint, format and type checks first, then the whole test suite.
 test: install system-packages
 	$(MAKE) --no-print-directory check
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1
 
 # The fault and fuzz suites at full size (make test runs them small):
 # 1000 exports under SIGKILLs, 200 schemathesis examples per operation.
 soak: install
 	EXPORTD_SOAK_JOBS=1000 EXPORTD_FUZZ_EXAMPLES=200 $(BIN)/pytest tests/faults tests/fuzz
+
+# Rewrites docs/screenshots/*.png (the README shows them) from a real
+# exportd in Chromium. `make test` takes and checks them in a temporary
+# directory and leaves the tree as it was.
+screenshots: install system-packages
+	EXPORTD_WRITE_SCREENSHOTS=1 $(BIN)/pytest tests/browser/test_screenshots.py
 
 # Side-by-side benchmarks (bench/): results into docs/benchmarks.md and
 # bench/results/latest.json. Needs wrk, curl and nginx (like the tests).

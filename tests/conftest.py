@@ -150,7 +150,23 @@ async def aconn(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         await connection.close()
 
 
+# Directories whose tests each run real processes for seconds.
+SLOW_DIRECTORIES = ("tests/e2e/", "tests/faults/", "tests/fuzz/")
+
+
+def _run_order(item: pytest.Item) -> tuple[bool, bool]:
+    path = item.nodeid.replace("\\", "/")
+    slow = path.startswith(SLOW_DIRECTORIES) or item.get_closest_marker("slow") is not None
+    return "tests/browser/" in path, not slow
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The browser tests run last: Playwright's sync API leaves an event loop
-    set on the main thread, which `asyncio.run` in later tests refuses."""
-    items.sort(key=lambda item: "tests/browser/" in item.nodeid.replace("\\", "/"))
+    set on the main thread, which `asyncio.run` in later tests refuses.
+
+    Before them, the slow tests come first (the sort is stable: each
+    module's tests keep their order). `make test` hands tests to its worker
+    processes one at a time in this order, so the long ones start early and
+    the short ones fill the gaps: the run does not end with one worker busy
+    on a long test while the other is idle."""
+    items.sort(key=_run_order)

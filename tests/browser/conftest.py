@@ -40,7 +40,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Where `make screenshots` writes the pictures docs/ and the README show. A
+# test run writes them under its own tmp_path instead (the tree is left as it
+# was) unless EXPORTD_WRITE_SCREENSHOTS=1.
+DOC_SCREENSHOTS = ROOT / "docs" / "screenshots"
 # Playwright's own timeout for each action and expectation (ms).
 ACTION_TIMEOUT_MS = 20_000
 
@@ -110,6 +113,18 @@ class Watched:
     """Errors the page logged and CSP violations it caused."""
 
     errors: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """docs/screenshots with EXPORTD_WRITE_SCREENSHOTS=1 (`make screenshots`),
+    else a directory of this test's own."""
+    if os.environ.get("EXPORTD_WRITE_SCREENSHOTS") == "1":
+        directory = DOC_SCREENSHOTS
+    else:
+        directory = tmp_path / "screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 @pytest.fixture

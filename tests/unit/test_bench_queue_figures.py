@@ -51,7 +51,10 @@ def test_ratios_and_raw_figures_have_their_stable_names() -> None:
         "ready_attempt": [0.005] * 100,
     }
     args = argparse.Namespace(
-        synchronous_commit=["on", "off"], systems=["procrastinate", "exportd"], rates=[100, 300]
+        synchronous_commit=["on", "off"],
+        systems=["procrastinate", "exportd"],
+        rates=[100, 300],
+        concurrency=[1, 10],
     )
     ratios, raw = figures(results, args)
     assert ratios == {

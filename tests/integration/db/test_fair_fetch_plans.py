@@ -3,8 +3,8 @@ use small indexes on a large table: they run on every fetch and every create.
 
 They live inside plpgsql functions; the statements below are theirs, with
 the values bound as the functions bind them. The table is the one of
-test_query_plans (200 000 jobs over 2 000 owners, a few hundred running
-and pending)."""
+test_query_plans (conftest.py's `big_db`: 200 000 jobs over 2 000 owners,
+a few hundred running and pending)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.integration.db.test_query_plans import big_db, nodes, plan_of
-
-__all__ = ["big_db"]  # the fixture, shared with test_query_plans
+from tests.integration.db.test_query_plans import nodes, plan_of
 
 RUNNING = "status IN ('in_progress', 'cancelling')"
 CASES: dict[str, tuple[str, dict[str, Any], set[str]]] = {

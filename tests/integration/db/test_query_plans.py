@@ -1,9 +1,9 @@
 """The hot queries use their indexes on a realistically large table.
 
 The plan is asserted, not the time: 200 000 jobs over 2 000 owners, mostly
-finished, a few pending, half the packages expired. The statements are the
-named queries the store runs, with parameters bound client-side the way a
-custom plan sees them.
+finished, a few pending, half the packages expired (the `big_db` fixture of
+conftest.py). The statements are the named queries the store runs, with
+parameters bound client-side the way a custom plan sees them.
 """
 
 from __future__ import annotations
@@ -17,42 +17,9 @@ import psycopg
 import pytest
 
 from daemon.db.queries import named_queries
-from tests.conftest import PgServer
+from tests.integration.db.conftest import ROWS
 
 Q = named_queries("jobs")
-ROWS = 200_000
-
-GENERATE = """
-SET session_replication_role = replica;  -- bulk load: skip the insert trigger
-INSERT INTO exportd.jobs (kind, owner_id, status, created_at, scheduled_at, completed_at,
-                          package_path, package_expires_at, package_deleted_at)
-SELECT
-    (ARRAY['orders', 'invoices', 'uploads'])[1 + i %% 3],
-    'owner-' || (i %% 2000),
-    CASE WHEN i %% 500 = 0 THEN 'pending'
-         WHEN i %% 500 = 1 THEN 'in_progress'
-         WHEN i %% 50 = 2 THEN 'rolled_back'
-         ELSE 'completed' END::exportd.job_status,
-    now() - (i || ' seconds')::interval,
-    now() - (i || ' seconds')::interval,
-    now() - (i || ' seconds')::interval,
-    CASE WHEN i %% 500 > 2 AND i %% 2 = 0 THEN 'p/' || i || '.tar.gz' END,
-    now() + ((i - 100000) || ' seconds')::interval,
-    CASE WHEN i %% 2 = 1 THEN now() END
-FROM generate_series(1, %(rows)s) AS i;
-SET session_replication_role = DEFAULT;
-ANALYZE exportd.jobs;
-"""
-
-
-@pytest.fixture(scope="module")
-def big_db(pg_server: PgServer, template_db: str) -> Iterator[str]:
-    name = f"exportd_plans_{uuid.uuid4().hex[:8]}"
-    with pg_server.janitor(name, template_dbname=template_db):
-        url = pg_server.url(name)
-        with psycopg.connect(url, autocommit=True) as conn, psycopg.ClientCursor(conn) as cur:
-            cur.execute(GENERATE, {"rows": ROWS})
-        yield url
 
 
 def plan_of(url: str, query: str, params: dict[str, Any]) -> dict[str, Any]:
