@@ -179,12 +179,18 @@ class RunState:
     attempts: int | None
 
 
-async def run_states(conn: Connection, runs: list[tuple[UUID, int]]) -> list[RunState]:
+async def run_states(
+    conn: Connection, runs: list[tuple[UUID, int]], *, rollback_grace: float
+) -> list[RunState]:
     with translated_errors():
         async with conn.cursor(row_factory=class_row(RunState)) as cur:
             await cur.execute(
                 Q["run_states"],
-                {"job_ids": [job for job, _ in runs], "runs": [run for _, run in runs]},
+                {
+                    "job_ids": [job for job, _ in runs],
+                    "runs": [run for _, run in runs],
+                    "rollback_grace": rollback_grace,
+                },
             )
             states: list[RunState] = await cur.fetchall()
             return states

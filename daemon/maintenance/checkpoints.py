@@ -12,7 +12,8 @@ being deleted. For each, the database says (`run_states`):
   gives it: it knows the kinds) the end is claimed in the database, the
   kept steps are rolled back by the claimer only, and the checkpoint goes;
   without it (`exportd cleanup`), it is left for a worker's sweep;
-- completed, ended, gone (the job deleted or pruned): delete it.
+- completed, ended (claimed over `ROLLBACK_GRACE_SECONDS` ago), gone (the
+  job deleted or pruned): delete it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ log = logging.getLogger("daemon.maintenance.cleanup")
 
 EndRun = Callable[[RunState], Awaitable[None]]
 
+# How long after a run's end was claimed its checkpoint stays: the claimer (a
+# worker ending the run, or another sweep) rolls the kept steps back from the
+# checkpoint's files and deletes it itself. Every worker sweeps at each
+# rescue tick; without this, one sweep would delete the files under another's
+# rollback. A claimer that died leaves it to be removed after the grace.
+ROLLBACK_GRACE_SECONDS = 3600.0
+
 
 async def sweep_checkpoints(
     conn: Connection, storage: Storage, *, end_run: EndRun | None = None
@@ -39,7 +47,8 @@ async def sweep_checkpoints(
     if not runs:
         return 0
     removed = 0
-    for state in await attempts.run_states(conn, [(r.job_id, r.run) for r in runs]):
+    listed = [(r.job_id, r.run) for r in runs]
+    for state in await attempts.run_states(conn, listed, rollback_grace=ROLLBACK_GRACE_SECONDS):
         if state.state == "live":
             continue
         extra = {"job_id": str(state.job_id), "action": "cleanup.checkpoint"}

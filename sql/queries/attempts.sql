@@ -124,10 +124,15 @@ RETURNING 1
 --   open       the run ended without a worker to roll its kept steps back
 --              (cancelled while waiting for its retry, its last worker lost);
 --   completed  the run produced its package: only delete;
---   ended      its kept steps were already rolled back: only delete;
+--   ended      its end was claimed (exportd.ended_runs) over `rollback_grace`
+--              seconds ago: its kept steps were rolled back: only delete.
+--              Claimed more recently, the claimer may still be rolling back
+--              from the checkpoint's files: 'live', it deletes them itself;
 --   gone       the job row is gone (deleted, pruned): only delete.
 SELECT c.job_id, c.run,
        CASE WHEN j.job_id IS NULL THEN 'gone'
+            WHEN e.job_id IS NOT NULL
+                 AND e.ended_at > now() - make_interval(secs => %(rollback_grace)s) THEN 'live'
             WHEN e.job_id IS NOT NULL THEN 'ended'
             WHEN j.run = c.run
                  AND (j.status IN ('pending', 'in_progress', 'cancelling')

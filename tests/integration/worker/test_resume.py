@@ -228,6 +228,8 @@ async def test_cancel_while_waiting_for_the_retry_rolls_back_the_kept_steps_once
         first_sweep = asyncio.create_task(daemon.runtime.sweep_checkpoints())
         await poll_until(lambda: "releasing" in undo_log, "the first sweep's rollback began")
         await daemon.runtime.sweep_checkpoints()
+        # The second sweep leaves the checkpoint to the rollback in progress.
+        assert checkpoint_entries_now() != []
         gate.set()
         await first_sweep
         await daemon.runtime.sweep_checkpoints()
