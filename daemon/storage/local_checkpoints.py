@@ -31,6 +31,7 @@ from pathlib import Path
 
 from daemon.storage import layout
 from daemon.storage.backend import RunId
+from daemon.storage.local_walk import scandir_or_empty
 
 _RECORD = re.compile(r"step-(\d{1,6})\.json")
 _NAME = re.compile(r"[0-9a-f]{8,128}")
@@ -70,7 +71,7 @@ class LocalCheckpoints:
 
     def records(self, run: RunId) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
-        for entry in _scandir(self.area(run)):
+        for entry in scandir_or_empty(self.area(run)):
             match = _RECORD.fullmatch(entry.name)
             if match and entry.is_file(follow_symlinks=False):
                 found[int(match[1])] = Path(entry.path).read_bytes()
@@ -81,7 +82,7 @@ class LocalCheckpoints:
 
     def runs(self) -> list[RunId]:
         runs: list[RunId] = []
-        for entry in _scandir(self.base):
+        for entry in scandir_or_empty(self.base):
             parsed = layout.checkpoint_run_of(entry.name)
             if parsed is not None and entry.is_dir(follow_symlinks=False):
                 runs.append(RunId(*parsed))
@@ -122,11 +123,3 @@ def _make_private_dirs(path: Path) -> None:
         except FileExistsError:
             continue
         os.chmod(directory, layout.WORK_DIR_MODE)
-
-
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as entries:
-            return list(entries)
-    except (FileNotFoundError, NotADirectoryError):
-        return []

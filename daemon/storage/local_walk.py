@@ -29,12 +29,12 @@ def old_entries(root: Path, grace_seconds: float, now: datetime | None) -> list[
         return []
     cutoff = (now or datetime.now(UTC)).timestamp() - grace_seconds
     entries: list[Orphan] = []
-    for top in _scandir(root):
+    for top in scandir_or_empty(root):
         if top.name == WORK_DIR:
             # Work directories as a whole, by the job id their name starts with.
             entries.extend(
                 _entry(Path(e.path), root, cutoff, is_dir=e.is_dir(follow_symlinks=False))
-                for e in _scandir(Path(top.path))
+                for e in scandir_or_empty(Path(top.path))
             )
             continue
         if top.is_symlink() or not top.is_dir(follow_symlinks=False):
@@ -56,7 +56,7 @@ def work_entries(work_root: Path, grace_seconds: float, now: datetime | None) ->
     cutoff = (now or datetime.now(UTC)).timestamp() - grace_seconds
     entries = [
         _entry(Path(e.path), parent, cutoff, is_dir=e.is_dir(follow_symlinks=False))
-        for e in _scandir(work_root)
+        for e in scandir_or_empty(work_root)
     ]
     return [e for e in entries if e.size >= 0]
 
@@ -100,7 +100,9 @@ def _entry(path: Path, root: Path, cutoff: float, *, is_dir: bool) -> Orphan:
     return Orphan(path.relative_to(root).as_posix(), size, is_dir, path)
 
 
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
+def scandir_or_empty(path: Path) -> list[os.DirEntry[str]]:
+    """The entries of a directory; none when it is gone or is not one (a
+    concurrent removal is not an error to a walk or a listing)."""
     try:
         with os.scandir(path) as entries:
             return list(entries)
