@@ -15,6 +15,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.integration.db.test_query_plans import nodes, plan_of
+from tests.integration.db.waiting_exports import queue_waiting_exports
 
 RUNNING = "status IN ('in_progress', 'cancelling')"
 CASES: dict[str, tuple[str, dict[str, Any], set[str]]] = {
@@ -73,16 +74,7 @@ def test_the_fetch_walks_the_queue_by_its_index(db_url: str) -> None:
     scan or sort of the whole queue (the plans are generic, planned once per
     connection; see migration 0009)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(
-            "SELECT procrastinate_defer_jobs_v1(ARRAY(SELECT ROW('exports',"
-            " 'exportd.run_export', 0, NULL, NULL, '{}'::jsonb, NULL)"
-            "::procrastinate_job_to_defer_v1 FROM generate_series(1, %s)))",
-            (QUEUED,),
-        )
-        conn.execute(
-            "INSERT INTO exportd.jobs (kind, owner_id, queue_job_id)"
-            " SELECT 'k', 'owner-' || (id % 50), id FROM procrastinate_jobs"
-        )
+        queue_waiting_exports(conn, QUEUED, owners=50)
         conn.execute("ANALYZE procrastinate_jobs")
         conn.execute("ANALYZE exportd.jobs")
         row = conn.execute("SELECT worker_id FROM procrastinate_register_worker_v1()").fetchone()

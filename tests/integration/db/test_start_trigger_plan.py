@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from tests.integration.db.waiting_exports import queue_waiting_exports
+
 QUEUED = 5000
 FETCHES = 10
 
@@ -35,16 +37,7 @@ def index_reads(conn: psycopg.Connection[Any]) -> int:
 def test_a_start_reads_a_few_index_entries_with_stale_statistics(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE exportd.jobs")  # statistics of an empty table
-        conn.execute(
-            "SELECT procrastinate_defer_jobs_v1(ARRAY(SELECT ROW('exports',"
-            " 'exportd.run_export', 0, NULL, NULL, '{}'::jsonb, NULL)"
-            "::procrastinate_job_to_defer_v1 FROM generate_series(1, %s)))",
-            (QUEUED,),
-        )
-        conn.execute(
-            "INSERT INTO exportd.jobs (kind, owner_id, queue_job_id)"
-            " SELECT 'k', 'owner-1', id FROM procrastinate_jobs"
-        )
+        queue_waiting_exports(conn, QUEUED, owners=1)
         row = conn.execute("SELECT worker_id FROM procrastinate_register_worker_v1()").fetchone()
         assert row is not None
         before = index_reads(conn)
