@@ -39,7 +39,6 @@ from web.token_cache import VerifiedTokens
 LEEWAY_SECONDS = 30
 MAX_TOKEN_BYTES = 8192
 API_KEY_HEADER = "x-api-key"
-_API_KEY_HEADER_RAW = API_KEY_HEADER.encode()
 # Where KeyAuthMiddleware leaves, in the ASGI scope, the Principal of a
 # verified key or the exception that refused it.
 KEY_OUTCOME = "exportd.api_key"
@@ -64,17 +63,8 @@ def credential(headers: Headers) -> tuple[Literal["jwt", "key"], str]:
     with `exk_`, which no JWT does). Both headers at once are refused: a
     request acts as one principal, and which one must not be a guess.
     """
-    # One pass over the raw header list (names are lowercase there), taking
-    # the first of each as `Headers.get` would: two `get`s decode and compare
-    # every header twice, for every request of the API.
-    api_key: str | None = None
-    authorization: str | None = None
-    for name, value in headers.raw:
-        if name == b"authorization":
-            if authorization is None:
-                authorization = value.decode("latin-1")
-        elif name == _API_KEY_HEADER_RAW and api_key is None:
-            api_key = value.decode("latin-1")
+    api_key = headers.get(API_KEY_HEADER)
+    authorization = headers.get("authorization")
     if api_key is not None and authorization is not None:
         raise unauthorized("send either an Authorization header or X-API-Key, not both")
     if api_key is not None:
