@@ -136,6 +136,10 @@ class ExportContext:
 
     async def check_cancelled(self) -> None:
         """Raise JobCancelled if the job was cancelled. Call it between units of work."""
+        self.raise_if_cancelled()
+
+    def raise_if_cancelled(self) -> None:
+        """`check_cancelled` for code off the event loop (the packaging thread)."""
         if self._cancelled:
             raise JobCancelled(f"job {self.job.job_id} was cancelled")
 

@@ -48,7 +48,7 @@ from typing import IO, Any, Protocol
 from daemon import __version__
 from daemon.compression import DEFAULT_LEVEL, compress_member
 from daemon.errors import PackagingError
-from daemon.kinds.context import ExportContext, JobCancelled, PackageFile, check_arcname
+from daemon.kinds.context import ExportContext, PackageFile, check_arcname
 from daemon.storage.backend import PackageWriter
 
 CHUNK = 1024 * 1024
@@ -91,12 +91,16 @@ class _HashingWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         view = memoryview(data)
         self.digest.update(view)
-        self.size += len(view)
         self.target.write(view)
+        self._advance(len(view))
+        return len(view)
+
+    def _advance(self, written: int) -> None:
+        """Count bytes written; report the size about once per CHUNK."""
+        self.size += written
         if self._progress is not None and self.size - self._reported >= CHUNK:
             self._reported = self.size
             self._progress(self.size)
-        return len(view)
 
     def copy_from(self, source: IO[bytes], size: int, name: str) -> None:
         """The first `size` bytes of `source` written on, as `write` would,
@@ -122,10 +126,7 @@ class _HashingWriter(io.RawIOBase):
                     data = _read_at(fd, offset, size, name)
                     self.target.write(data)
                     offset += len(data)
-                    self.size += len(data)
-                    if self._progress is not None and self.size - self._reported >= CHUNK:
-                        self._reported = self.size
-                        self._progress(self.size)
+                    self._advance(len(data))  # hashed by the other thread
             except BaseException:
                 stop.set()  # the package is abandoned: no need to hash the rest
                 raise
@@ -298,14 +299,14 @@ class PackagingRun:
         self.written = size
         if self._stopped:
             raise _Stopped
-        _check_cancelled(ctx)
+        ctx.raise_if_cancelled()
 
     def begin_publish(self, ctx: ExportContext) -> None:
         """From the thread: claim the publish, unless the event loop stopped the run."""
         with self._lock:
             if self._stopped:
                 raise _Stopped
-            _check_cancelled(ctx)
+            ctx.raise_if_cancelled()
             self.publishing = True
 
     def stop(self) -> bool:
@@ -369,12 +370,6 @@ async def package_with_progress(
     finally:
         ctx.reporter.stop()
     return (*thread.result(), None)
-
-
-def _check_cancelled(ctx: ExportContext) -> None:
-    """`ExportContext.check_cancelled` for the packaging thread."""
-    if ctx.cancelled:
-        raise JobCancelled(f"job {ctx.job.job_id} was cancelled")
 
 
 async def _until_done(future: asyncio.Future[Any]) -> None:
